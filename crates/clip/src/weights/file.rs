@@ -1,0 +1,364 @@
+//! Reading the containers into named tensors without converting them yet.
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::WeightError;
+
+/// Container format of a weight file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// Hugging Face safetensors.
+    Safetensors,
+    /// PyTorch zip pickle (`torch.save` state dict).
+    PytorchZip,
+    /// burn's burnpack (what `vlad convert` writes).
+    Burnpack,
+}
+
+impl std::fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Safetensors => "safetensors",
+            Self::PytorchZip => "PyTorch zip",
+            Self::Burnpack => "burnpack",
+        })
+    }
+}
+
+/// Element type as stored in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceDType {
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// f32.
+    F32,
+    /// f64.
+    F64,
+    /// Integer or boolean types (ids, counters); not loadable as weights.
+    Integer(&'static str),
+}
+
+impl std::fmt::Display for SourceDType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::F16 => f.write_str("f16"),
+            Self::BF16 => f.write_str("bf16"),
+            Self::F32 => f.write_str("f32"),
+            Self::F64 => f.write_str("f64"),
+            Self::Integer(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Backing storage shared by the entries of one file.
+enum Buffer {
+    Owned(Vec<u8>),
+    #[cfg(feature = "pytorch")]
+    Mapped(memmap2::Mmap),
+}
+
+impl Buffer {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Owned(v) => v,
+            #[cfg(feature = "pytorch")]
+            Self::Mapped(m) => m,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Payload {
+    Slice { buffer: Arc<Buffer>, start: usize, end: usize },
+    #[cfg(feature = "pytorch")]
+    Pytorch(pytorch_reader::Tensor),
+    Burnpack(burn_pack::Tensor),
+    Values(Arc<Vec<f32>>),
+}
+
+/// One named tensor of a file, not yet converted.
+#[derive(Clone)]
+pub struct Entry {
+    /// Shape as stored (after any transpose that naming rules mark).
+    pub shape: Vec<usize>,
+    /// Element type as stored.
+    pub dtype: SourceDType,
+    /// The stored `[a, b]` matrix is transposed on conversion (HF projection weights).
+    pub transpose: bool,
+    payload: Payload,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}{}", self.dtype, self.shape, if self.transpose { " (transposed)" } else { "" })
+    }
+}
+
+fn convert(bytes: &[u8], dtype: SourceDType, name: &str) -> Result<Vec<f32>, WeightError> {
+    let err = |message: String| WeightError::Tensor { name: name.to_string(), message };
+    let width = match dtype {
+        SourceDType::F16 | SourceDType::BF16 => 2,
+        SourceDType::F32 => 4,
+        SourceDType::F64 => 8,
+        SourceDType::Integer(t) => return Err(err(format!("has integer type {t}, expected a floating-point weight"))),
+    };
+    if bytes.len() % width != 0 {
+        return Err(err(format!("{} bytes are not a whole number of {dtype} values", bytes.len())));
+    }
+    Ok(bytes
+        .chunks_exact(width)
+        .map(|c| match dtype {
+            SourceDType::F16 => half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
+            SourceDType::BF16 => half::bf16::from_le_bytes([c[0], c[1]]).to_f32(),
+            SourceDType::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            _ => f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
+        })
+        .collect())
+}
+
+impl Entry {
+    /// An entry holding converted values (used for merged q/k/v and in tests).
+    pub fn from_values(shape: Vec<usize>, values: Vec<f32>) -> Self {
+        assert_eq!(shape.iter().product::<usize>(), values.len(), "values do not fill the shape");
+        Self { shape, dtype: SourceDType::F32, transpose: false, payload: Payload::Values(Arc::new(values)) }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Values as f32 in the stored layout, with the marked transpose applied; f16/bf16/f64 are
+    /// converted exactly (f64 rounds to nearest).
+    pub fn to_f32(&self, name: &str) -> Result<Vec<f32>, WeightError> {
+        let values = match &self.payload {
+            Payload::Values(v) => v.as_ref().clone(),
+            Payload::Slice { buffer, start, end } => convert(&buffer.bytes()[*start..*end], self.dtype, name)?,
+            #[cfg(feature = "pytorch")]
+            Payload::Pytorch(t) => {
+                let bytes = t.read().map_err(|e| WeightError::Tensor { name: name.to_string(), message: format!("cannot read: {e}") })?;
+                convert(&bytes, self.dtype, name)?
+            }
+            Payload::Burnpack(t) => {
+                let bytes = t.to_bytes().map_err(|e| WeightError::Tensor { name: name.to_string(), message: format!("cannot read: {e}") })?;
+                convert(&bytes, self.dtype, name)?
+            }
+        };
+        if values.len() != self.len() {
+            return Err(WeightError::Tensor {
+                name: name.to_string(),
+                message: format!("holds {} values, its shape {:?} needs {}", values.len(), self.shape, self.len()),
+            });
+        }
+        if self.transpose {
+            let [rows, cols] = self.shape[..] else {
+                return Err(WeightError::Tensor { name: name.to_string(), message: "only 2-D tensors can be transposed".into() });
+            };
+            // `shape` is already the transposed shape: the stored matrix is [cols, rows].
+            let mut out = vec![0.0; values.len()];
+            for r in 0..cols {
+                for c in 0..rows {
+                    out[c * cols + r] = values[r * rows + c];
+                }
+            }
+            return Ok(out);
+        }
+        Ok(values)
+    }
+}
+
+/// All tensors of one file, by name, plus string metadata (burnpack and safetensors headers).
+pub struct WeightFile {
+    /// Where it came from (path or a label), for messages.
+    pub origin: String,
+    /// Container format.
+    pub format: WeightFormat,
+    /// String metadata of the container.
+    pub metadata: BTreeMap<String, String>,
+    /// The tensors.
+    pub entries: BTreeMap<String, Entry>,
+    /// Non-tensor or non-float entries that were skipped, with why.
+    pub skipped: Vec<(String, String)>,
+}
+
+fn file_error(origin: &str, message: impl Into<String>) -> WeightError {
+    WeightError::File { path: origin.to_string(), message: message.into() }
+}
+
+/// burnpack files start with the little-endian magic 0x4255524E ("NRUB").
+const BURNPACK_MAGIC: [u8; 4] = 0x4255524Eu32.to_le_bytes();
+
+impl WeightFile {
+    /// Opens a file, detecting the container from its first bytes (zip → PyTorch; `BURN` →
+    /// burnpack; otherwise safetensors). `top_level_key` selects a nested state dict in a
+    /// PyTorch file (e.g. `state_dict`, `MyModel`).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(path: &Path, top_level_key: Option<&str>) -> Result<Self, WeightError> {
+        use std::io::Read;
+        let origin = path.display().to_string();
+        let mut head = [0u8; 4];
+        let mut file = std::fs::File::open(path).map_err(|e| file_error(&origin, format!("cannot open: {e}")))?;
+        let n = file.read(&mut head).map_err(|e| file_error(&origin, format!("cannot read: {e}")))?;
+        if n >= 4 && &head == b"PK\x03\x04" {
+            return Self::open_pytorch(path, top_level_key);
+        }
+        if top_level_key.is_some() {
+            return Err(file_error(&origin, "a top-level key only applies to PyTorch files"));
+        }
+        if n >= 4 && head == BURNPACK_MAGIC {
+            let reader = burn_pack::Reader::from_file(path).map_err(|e| file_error(&origin, format!("invalid burnpack: {e}")))?;
+            return Self::parse_burnpack(reader, origin);
+        }
+        #[cfg(feature = "pytorch")]
+        let buffer = Buffer::Mapped(
+            // SAFETY: the map is read-only and the file is not expected to change while loading.
+            unsafe { memmap2::Mmap::map(&file) }.map_err(|e| file_error(&origin, format!("cannot map: {e}")))?,
+        );
+        #[cfg(not(feature = "pytorch"))]
+        let buffer = Buffer::Owned(std::fs::read(path).map_err(|e| file_error(&origin, format!("cannot read: {e}")))?);
+        Self::parse_safetensors(Arc::new(buffer), origin)
+    }
+
+    #[cfg(all(not(target_arch = "wasm32"), feature = "pytorch"))]
+    fn open_pytorch(path: &Path, top_level_key: Option<&str>) -> Result<Self, WeightError> {
+        let origin = path.display().to_string();
+        let reader = match top_level_key {
+            Some(key) => pytorch_reader::PytorchReader::with_top_level_key(path, key),
+            None => pytorch_reader::PytorchReader::new(path),
+        }
+        .map_err(|e| file_error(&origin, format!("not a readable PyTorch checkpoint: {e}")))?;
+        let mut entries = BTreeMap::new();
+        let mut skipped = Vec::new();
+        for (name, tensor) in reader.into_tensors() {
+            use pytorch_reader::DType as P;
+            let dtype = match tensor.dtype() {
+                P::F16 => SourceDType::F16,
+                P::BF16 => SourceDType::BF16,
+                P::F32 => SourceDType::F32,
+                P::F64 => SourceDType::F64,
+                P::I64 => SourceDType::Integer("i64"),
+                P::I32 => SourceDType::Integer("i32"),
+                P::I16 => SourceDType::Integer("i16"),
+                P::I8 => SourceDType::Integer("i8"),
+                P::U64 => SourceDType::Integer("u64"),
+                P::U32 => SourceDType::Integer("u32"),
+                P::U16 => SourceDType::Integer("u16"),
+                P::U8 => SourceDType::Integer("u8"),
+                P::Bool => SourceDType::Integer("bool"),
+            };
+            if let SourceDType::Integer(t) = dtype {
+                skipped.push((name, format!("{t} tensor")));
+                continue;
+            }
+            let shape = tensor.shape().to_vec();
+            entries.insert(name, Entry { shape, dtype, transpose: false, payload: Payload::Pytorch(tensor) });
+        }
+        Ok(Self { origin, format: WeightFormat::PytorchZip, metadata: BTreeMap::new(), entries, skipped })
+    }
+
+    #[cfg(all(not(target_arch = "wasm32"), not(feature = "pytorch")))]
+    fn open_pytorch(path: &Path, _top_level_key: Option<&str>) -> Result<Self, WeightError> {
+        Err(file_error(&path.display().to_string(), "PyTorch files need the `pytorch` feature; convert to safetensors first"))
+    }
+
+    /// Reads a safetensors or burnpack file from memory (the browser path).
+    pub fn from_bytes(bytes: Vec<u8>, origin: &str) -> Result<Self, WeightError> {
+        if bytes.starts_with(b"PK\x03\x04") {
+            return Err(file_error(origin, "PyTorch zip files cannot be read here; convert them with `vlad convert`"));
+        }
+        if bytes.starts_with(&BURNPACK_MAGIC) {
+            let reader = burn_pack::Reader::from_bytes(burn_pack::Bytes::from_bytes_vec(bytes))
+                .map_err(|e| file_error(origin, format!("invalid burnpack: {e}")))?;
+            return Self::parse_burnpack(reader, origin.to_string());
+        }
+        Self::parse_safetensors(Arc::new(Buffer::Owned(bytes)), origin.to_string())
+    }
+
+    fn parse_safetensors(buffer: Arc<Buffer>, origin: String) -> Result<Self, WeightError> {
+        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(buffer.bytes())
+            .map_err(|e| file_error(&origin, format!("not a safetensors, PyTorch zip or burnpack file ({e})")))?;
+        let data_start = 8 + header_len;
+        let mut entries = BTreeMap::new();
+        let mut skipped = Vec::new();
+        for (name, info) in metadata.tensors() {
+            use safetensors::Dtype as S;
+            let dtype = match info.dtype {
+                S::F16 => SourceDType::F16,
+                S::BF16 => SourceDType::BF16,
+                S::F32 => SourceDType::F32,
+                S::F64 => SourceDType::F64,
+                S::I64 => SourceDType::Integer("i64"),
+                S::I32 => SourceDType::Integer("i32"),
+                S::BOOL => SourceDType::Integer("bool"),
+                S::U8 => SourceDType::Integer("u8"),
+                _ => SourceDType::Integer("other"),
+            };
+            if let SourceDType::Integer(t) = dtype {
+                skipped.push((name.clone(), format!("{t} tensor")));
+                continue;
+            }
+            let (start, end) = info.data_offsets;
+            entries.insert(
+                name.clone(),
+                Entry {
+                    shape: info.shape.clone(),
+                    dtype,
+                    transpose: false,
+                    payload: Payload::Slice { buffer: buffer.clone(), start: data_start + start, end: data_start + end },
+                },
+            );
+        }
+        let metadata = metadata.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default();
+        Ok(Self { origin, format: WeightFormat::Safetensors, metadata, entries, skipped })
+    }
+
+    fn parse_burnpack(reader: burn_pack::Reader, origin: String) -> Result<Self, WeightError> {
+        let metadata = reader.metadata().clone();
+        let mut entries = BTreeMap::new();
+        let mut skipped = Vec::new();
+        for tensor in reader.into_tensors().map_err(|e| file_error(&origin, format!("invalid burnpack: {e}")))? {
+            use burn_pack::DType as B;
+            let dtype = match tensor.dtype {
+                B::F16 => SourceDType::F16,
+                B::BF16 => SourceDType::BF16,
+                B::F32 => SourceDType::F32,
+                B::F64 => SourceDType::F64,
+                _ => {
+                    skipped.push((tensor.name.clone(), format!("{:?} tensor", tensor.dtype)));
+                    continue;
+                }
+            };
+            let shape = tensor.shape.iter().copied().collect();
+            entries.insert(tensor.name.clone(), Entry { shape, dtype, transpose: false, payload: Payload::Burnpack(tensor) });
+        }
+        Ok(Self { origin, format: WeightFormat::Burnpack, metadata, entries, skipped })
+    }
+
+    /// Removes a key prefix from every entry that has it (e.g. `module.`, `state_dict.`).
+    pub fn strip_prefix(&mut self, prefix: &str) {
+        if prefix.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut self.entries);
+        self.entries = entries
+            .into_iter()
+            .map(|(k, v)| match k.strip_prefix(prefix) {
+                Some(rest) => (rest.to_string(), v),
+                None => (k, v),
+            })
+            .collect();
+    }
+
+    /// Keeps only the entries under `prefix` (and strips it).
+    pub fn select_prefix(&self, prefix: &str) -> BTreeMap<String, Entry> {
+        self.entries.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|rest| (rest.to_string(), v.clone()))).collect()
+    }
+}
