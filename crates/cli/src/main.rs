@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod npy;
+mod overlay;
 
 #[derive(Parser)]
 #[command(name = "vlad", version, about = "Vision-language anomaly detection (AA-CLIP, Bayes-PFL and baselines) in Rust")]
@@ -32,6 +33,8 @@ enum Command {
     Metrics(cmd::metrics::MetricsArgs),
     /// Dataset utilities (synthetic benchmark, listing, k-shot sampling).
     Data(cmd::data::DataArgs),
+    /// Score images with a detector: heat-map overlays, raw maps (.npy) and scores.
+    Infer(cmd::infer::InferArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Bench(cmd)) => cmd::bench::run(cmd),
         Some(Command::Metrics(args)) => cmd::metrics::run(args),
         Some(Command::Data(args)) => cmd::data::run(args),
+        Some(Command::Infer(args)) => cmd::infer::run(args),
         None => Ok(()),
     }
 }

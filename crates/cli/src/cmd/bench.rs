@@ -84,6 +84,8 @@ fn encode_image(args: EncodeImageBench) -> Result<()> {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let peak = peak_rss();
+    // Device pools (GPU backends): bytes reserved after the runs, an upper bound of what the model needed.
+    let device_reserved = device.memory_pool_usage().map(|u| u.bytes_reserved);
     let grid = size / config.vision.patch_size;
     if args.json {
         println!(
@@ -91,12 +93,12 @@ fn encode_image(args: EncodeImageBench) -> Result<()> {
             serde_json::json!({
                 "arch": config.name, "image_size": size, "grid": grid, "backend": backend.name(), "batch": args.batch,
                 "runs": times.len(), "warmup_s": warmup, "median_s": median, "min_s": times[0], "max_s": times[times.len() - 1],
-                "peak_rss_bytes": peak, "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                "peak_rss_bytes": peak, "device_reserved_bytes": device_reserved, "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             })
         );
     } else {
         println!(
-            "{} at {size} px (grid {grid}, {} tokens), batch {}, {}: median {:.1} ms over {} runs (min {:.1}, max {:.1}; warm-up {:.1} ms); peak RSS {}",
+            "{} at {size} px (grid {grid}, {} tokens), batch {}, {}: median {:.1} ms over {} runs (min {:.1}, max {:.1}; warm-up {:.1} ms); peak RSS {}{}",
             config.name,
             grid * grid + 1,
             args.batch,
@@ -106,7 +108,8 @@ fn encode_image(args: EncodeImageBench) -> Result<()> {
             times[0] * 1e3,
             times[times.len() - 1] * 1e3,
             warmup * 1e3,
-            peak.map_or("n/a".into(), |b| format!("{:.0} MB", b as f64 / 1e6))
+            peak.map_or("n/a".into(), |b| format!("{:.0} MB", b as f64 / 1e6)),
+            device_reserved.map_or(String::new(), |b| format!(", device pool {:.0} MB", b as f64 / 1e6))
         );
     }
     Ok(())
