@@ -72,7 +72,8 @@ impl DatasetOpts {
             metadata: self.meta.clone(),
             visa_split_csv: self.visa_csv.clone(),
         };
-        vlad_data::open_dataset(&self.data, &options).with_context(|| format!("reading dataset {}", self.data.display()))
+        vlad_data::open_dataset(&self.data, &options)
+            .with_context(|| format!("reading dataset {}", self.data.display()))
     }
 }
 
@@ -86,6 +87,9 @@ struct ListArgs {
     /// How many problems to print (all with --json).
     #[arg(long, default_value_t = 20)]
     max_problems: usize,
+    /// Also decode every image and mask (in parallel) and report the files that fail.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -130,10 +134,19 @@ fn run_synth(a: SynthArgs) -> anyhow::Result<()> {
         Some(list) => synth::parse_classes(&list.join(","))?,
         None => synth::SynthClass::ALL.to_vec(),
     };
-    let config = SynthConfig { classes, per_class: a.per_class, seed: a.seed, size: a.size };
+    let config = SynthConfig {
+        classes,
+        per_class: a.per_class,
+        seed: a.seed,
+        size: a.size,
+    };
     let start = Instant::now();
     let dataset = synth::generate_to_dir(&config, &a.out, a.force)?;
-    let anomalous = dataset.samples.iter().filter(|s| s.defect.is_some()).count();
+    let anomalous = dataset
+        .samples
+        .iter()
+        .filter(|s| s.defect.is_some())
+        .count();
     println!(
         "wrote {} images ({} anomalous, with exact masks) for {} classes to {} in {:.1} s",
         dataset.samples.len(),
@@ -142,16 +155,41 @@ fn run_synth(a: SynthArgs) -> anyhow::Result<()> {
         a.out.display(),
         start.elapsed().as_secs_f64()
     );
-    println!("synthetic data for demos and tests only: not a substitute for MVTec-AD or VisA (see README.md there)");
+    println!(
+        "synthetic data for demos and tests only: not a substitute for MVTec-AD or VisA (see README.md there)"
+    );
     Ok(())
 }
 
 fn run_list(a: ListArgs) -> anyhow::Result<()> {
-    let index = a.dataset.open()?;
+    let mut index = a.dataset.open()?;
+    if a.check {
+        let results = vlad_data::load_all(&index.samples, &vlad_data::LoadOptions::default());
+        let failures: Vec<vlad_data::Problem> = index
+            .samples
+            .iter()
+            .zip(results)
+            .filter_map(|(s, r)| {
+                r.err().map(|e| vlad_data::Problem {
+                    class_name: s.class_name.clone(),
+                    path: s.image_path.clone(),
+                    message: format!("does not load: {e}"),
+                })
+            })
+            .collect();
+        index.problems.extend(failures);
+    }
     let summary = index.summary();
     if a.json {
-        let classes: Vec<_> = summary.iter().map(|(c, s)| json!({"class": c, "summary": s})).collect();
-        let problems: Vec<_> = index.problems.iter().map(|p| json!({"class": p.class_name, "path": p.path, "message": p.message})).collect();
+        let classes: Vec<_> = summary
+            .iter()
+            .map(|(c, s)| json!({"class": c, "summary": s}))
+            .collect();
+        let problems: Vec<_> = index
+            .problems
+            .iter()
+            .map(|p| json!({"class": p.class_name, "path": p.path, "message": p.message}))
+            .collect();
         let out = json!({
             "root": index.root,
             "format": index.format,
@@ -162,21 +200,45 @@ fn run_list(a: ListArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("{} ({} format): {} images, {} classes", index.root.display(), index.format, index.samples.len(), summary.len());
-    println!("{:<24} {:>13} {:>13} {:>9}  defect types", "class", "train n/a", "test n/a", "problems");
+    println!(
+        "{} ({} format): {} images, {} classes",
+        index.root.display(),
+        index.format,
+        index.samples.len(),
+        summary.len()
+    );
+    println!(
+        "{:<24} {:>13} {:>13} {:>9}  defect types",
+        "class", "train n/a", "test n/a", "problems"
+    );
     let get = |m: &std::collections::BTreeMap<Split, usize>, s| m.get(&s).copied().unwrap_or(0);
     for (class, s) in &summary {
-        let defects: Vec<String> = s.defect_types.iter().map(|(d, n)| format!("{d} ({n})")).collect();
+        let defects: Vec<String> = s
+            .defect_types
+            .iter()
+            .map(|(d, n)| format!("{d} ({n})"))
+            .collect();
         println!(
             "{:<24} {:>13} {:>13} {:>9}  {}",
             class,
-            format!("{}/{}", get(&s.normal, Split::Train), get(&s.anomalous, Split::Train)),
-            format!("{}/{}", get(&s.normal, Split::Test), get(&s.anomalous, Split::Test)),
+            format!(
+                "{}/{}",
+                get(&s.normal, Split::Train),
+                get(&s.anomalous, Split::Train)
+            ),
+            format!(
+                "{}/{}",
+                get(&s.normal, Split::Test),
+                get(&s.anomalous, Split::Test)
+            ),
             s.problems,
             defects.join(", ")
         );
         if s.anomalous_without_mask > 0 {
-            println!("{:<24} {} anomalous images have no mask (classification only)", "", s.anomalous_without_mask);
+            println!(
+                "{:<24} {} anomalous images have no mask (classification only)",
+                "", s.anomalous_without_mask
+            );
         }
     }
     if !index.problems.is_empty() {
@@ -185,7 +247,10 @@ fn run_list(a: ListArgs) -> anyhow::Result<()> {
             println!("  {p}");
         }
         if index.problems.len() > a.max_problems {
-            println!("  … {} more (use --json to see all)", index.problems.len() - a.max_problems);
+            println!(
+                "  … {} more (use --json to see all)",
+                index.problems.len() - a.max_problems
+            );
         }
     }
     Ok(())
@@ -204,13 +269,22 @@ fn run_kshot(a: KshotArgs) -> anyhow::Result<()> {
     let shots = match a.mode.as_str() {
         "aa-clip" => vlad_data::aa_clip_kshot(&index, a.k, a.seed, split)?,
         "reference" => {
-            let replacement = if a.with_replacement { Replacement::With } else { Replacement::Without };
+            let replacement = if a.with_replacement {
+                Replacement::With
+            } else {
+                Replacement::Without
+            };
             index
                 .classes()
                 .iter()
                 .map(|c| {
-                    vlad_data::reference_shots(&index, c, a.k, a.seed, replacement)
-                        .map(|normal| vlad_data::ClassShots { class_name: c.clone(), normal, anomalous: Vec::new() })
+                    vlad_data::reference_shots(&index, c, a.k, a.seed, replacement).map(|normal| {
+                        vlad_data::ClassShots {
+                            class_name: c.clone(),
+                            normal,
+                            anomalous: Vec::new(),
+                        }
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?
         }
