@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test suite (README's test command). Expects what .ci/run installs: Mesa Vulkan (lavapipe),
-# Chromium + chromedriver, the wasm32 target and wasm-bindgen-cli.
+# Chromium + chromedriver, the wasm32 target, wasm-bindgen-cli at Cargo.lock's version, Node ≥ 20.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -10,7 +10,22 @@ export RUST_BACKTRACE=1
 features=(--features vlad-clip/wgpu)
 
 echo "== native tests (flex backend)"
-cargo test --workspace "${features[@]}"
+cargo test "${features[@]}"
 
-echo "== backbone parity on wgpu (Vulkan)"
-VLAD_TEST_BACKEND=wgpu cargo test --workspace "${features[@]}" --test clip_parity --test clip_components
+echo "== backbone parity on wgpu (Vulkan; lavapipe on a machine without a GPU)"
+VLAD_TEST_BACKEND=wgpu cargo test "${features[@]}" --test clip_parity --test clip_components
+
+# .ci/run may still be installing wasm-bindgen-cli in the background (it overlaps the native build).
+if [[ -n "${VLAD_WASM_BINDGEN_INSTALL:-}" ]]; then
+  echo "== waiting for the wasm-bindgen-cli install"
+  while [[ ! -f "$VLAD_WASM_BINDGEN_INSTALL.rc" ]]; do sleep 5; done
+  if [[ "$(cat "$VLAD_WASM_BINDGEN_INSTALL.rc")" != 0 ]]; then
+    cat "$VLAD_WASM_BINDGEN_INSTALL.log" >&2
+    echo "run.sh: installing wasm-bindgen-cli failed" >&2
+    exit 1
+  fi
+fi
+
+echo "== browser: wasm tests and the page end to end"
+bash tests/browser.sh
+echo "== all tests passed"

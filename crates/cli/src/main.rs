@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 mod cmd;
 mod npy;
 mod overlay;
+mod plot;
 
 #[derive(Parser)]
 #[command(name = "vlad", version, about = "Vision-language anomaly detection (AA-CLIP, Bayes-PFL and baselines) in Rust")]
@@ -31,10 +32,19 @@ enum Command {
     Bench(cmd::bench::BenchCommand),
     /// Compute the papers' metrics from score/label/map/mask .npy files.
     Metrics(cmd::metrics::MetricsArgs),
+    /// Build (if needed) and serve the demo page on localhost.
+    Serve(cmd::serve::ServeArgs),
     /// Dataset utilities (synthetic benchmark, listing, k-shot sampling).
     Data(cmd::data::DataArgs),
     /// Score images with a detector: heat-map overlays, raw maps (.npy) and scores.
     Infer(cmd::infer::InferArgs),
+    /// Evaluate a detector on a dataset: per-class metrics table, curves, maps, results JSON.
+    Eval(cmd::eval::EvalArgs),
+    /// Train AA-CLIP or Bayes-PFL on an auxiliary dataset.
+    #[command(subcommand)]
+    Train(cmd::train::TrainCommand),
+    /// The end-to-end demo on the synthetic benchmark (what `cargo run --release` runs).
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,7 +59,11 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Bench(cmd)) => cmd::bench::run(cmd),
         Some(Command::Metrics(args)) => cmd::metrics::run(args),
         Some(Command::Data(args)) => cmd::data::run(args),
+        Some(Command::Serve(args)) => cmd::serve::run(args),
         Some(Command::Infer(args)) => cmd::infer::run(args),
-        None => Ok(()),
+        Some(Command::Eval(args)) => cmd::eval::run(args),
+        Some(Command::Train(command)) => cmd::train::run(command),
+        Some(Command::Demo(args)) => cmd::demo::run(args),
+        None => cmd::demo::run(cmd::demo::DemoArgs::default()),
     }
 }

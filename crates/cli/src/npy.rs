@@ -40,12 +40,14 @@ pub fn write_f32(path: &Path, shape: &[usize], values: &[f32], overwrite: bool) 
 
 /// Reads an `.npy` file as (shape, f32 values); accepts f32 and f64 (converted) and names the file
 /// and dtype on error.
+#[cfg(test)]
 pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a .npy file", path.display()))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    let dtype = npy.dtype();
-    let values = match dtype.descr().as_str() {
+    let descr = npy.dtype().descr();
+    // npyz spells the type as the header does, quoted: `'<f4'`.
+    let values = match descr.trim_matches('\'') {
         "<f4" => npy.into_vec::<f32>()?,
         "<f8" => npy.into_vec::<f64>()?.into_iter().map(|v| v as f32).collect(),
         other => bail!("{}: dtype {other}, expected float32 (<f4)", path.display()),

@@ -11,6 +11,35 @@ use vlad_clip::{Activation, Backend, ClipConfig, ClipModel, VisionForward, devic
 pub enum BenchCommand {
     /// The vision tower on one batch of random pixels.
     EncodeImage(EncodeImageBench),
+    /// Bayes-PFL's time per image against R, the Monte-Carlo samples (random full-size model).
+    #[command(name = "bayes-pfl")]
+    BayesPfl(BayesPflBench),
+}
+
+/// `vlad bench bayes-pfl`.
+#[derive(clap::Args, Debug)]
+pub struct BayesPflBench {
+    /// Backbone architecture (random weights; the released heads use ViT-L-14-336).
+    #[arg(long, default_value = "ViT-L-14-336")]
+    pub arch: String,
+    /// Input side (official 518).
+    #[arg(long, default_value_t = 518)]
+    pub image_size: usize,
+    /// Values of R to time.
+    #[arg(long, default_value = "1,5,10,20")]
+    pub samples: String,
+    /// 1-based taps (default: the quarters of the vision depth, 6,12,18,24 for ViT-L).
+    #[arg(long)]
+    pub taps: Option<String>,
+    /// Backend: flex, wgpu, cuda.
+    #[arg(long, default_value = "flex")]
+    pub backend: String,
+    /// Timed images per R (after one warm-up image).
+    #[arg(long, default_value_t = 2)]
+    pub runs: usize,
+    /// Print JSON lines instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `vlad bench encode-image`.
@@ -54,6 +83,7 @@ fn peak_rss() -> Option<u64> {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::EncodeImage(args) => encode_image(args),
+        BenchCommand::BayesPfl(args) => bayes_pfl(args),
     }
 }
 
@@ -111,6 +141,66 @@ fn encode_image(args: EncodeImageBench) -> Result<()> {
             peak.map_or("n/a".into(), |b| format!("{:.0} MB", b as f64 / 1e6)),
             device_reserved.map_or(String::new(), |b| format!(", device pool {:.0} MB", b as f64 / 1e6))
         );
+    }
+    Ok(())
+}
+
+fn bayes_pfl(args: BayesPflBench) -> Result<()> {
+    use vlad_detect::Detector;
+    use vlad_detect::bayes_pfl::checkpoint::as_weight_file;
+    use vlad_detect::bayes_pfl::train::init::official_head;
+    use vlad_detect::bayes_pfl::{BayesPfl, BayesPflOptions, HeadConfig, NoiseMode, Stage, StageChoice, load_checkpoint};
+
+    let backend = Backend::parse(&args.backend)?;
+    let device = device_for(backend)?;
+    let config = ClipConfig::preset(&args.arch)?.with_activation(Activation::Gelu);
+    let layers = config.vision.layers;
+    let taps = match &args.taps {
+        Some(t) => super::common::parse_list(t, "--taps")?,
+        None => (1..=4).map(|k| (k * layers / 4).max(1)).collect(),
+    };
+    let samples = super::common::parse_list(&args.samples, "--samples")?;
+    let head_config = HeadConfig { layers: taps.len(), ..HeadConfig::official(config.vision.width, config.text.width) };
+    let (head, dead) = official_head(&head_config, 333, &device)?;
+    let file = as_weight_file(&head, &dead, "random head")?;
+    let model = ClipModel::new(&config, &device);
+    let x = Tensor::<4>::random([1, 3, args.image_size, args.image_size], Distribution::Normal(0.0, 1.0), &device);
+    let mut baseline = None;
+    for &r in &samples {
+        let checkpoint = load_checkpoint(&file, &device, StageChoice::Fixed(Stage::Two), false)?;
+        let options = BayesPflOptions { taps: taps.clone(), image_size: args.image_size, samples: r, noise: NoiseMode::Sample { seed: 333 }, ..BayesPflOptions::default() };
+        let mut detector = BayesPfl::from_checkpoint(model.clone(), checkpoint, options)?;
+        detector.set_class("bottle")?;
+        let run_once = || -> Result<f64> {
+            let start = Instant::now();
+            let out = detector.detect(x.clone())?;
+            let _ = out.image_score.into_data();
+            let _ = out.map.into_data();
+            Ok(start.elapsed().as_secs_f64())
+        };
+        let warmup = run_once()?;
+        let mut times = (0..args.runs.max(1)).map(|_| run_once()).collect::<Result<Vec<_>>>()?;
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        let ratio = median / *baseline.get_or_insert(median);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({"arch": config.name, "image_size": args.image_size, "samples": r, "backend": backend.name(), "median_s": median, "warmup_s": warmup, "ratio_to_first": ratio, "peak_rss_bytes": peak_rss()})
+            );
+        } else {
+            println!(
+                "Bayes-PFL {} at {} px, R = {r:>2} ({} text sequences), {}: {:.2} s per image (median of {}; {:.2}× the first R), peak RSS {}",
+                config.name,
+                args.image_size,
+                2 * head_config.prompt_num * r,
+                backend.name(),
+                median,
+                times.len(),
+                ratio,
+                peak_rss().map_or("n/a".into(), |b| format!("{:.0} MB", b as f64 / 1e6))
+            );
+        }
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Reading the containers into named tensors without converting them yet.
 use std::collections::BTreeMap;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 use std::sync::Arc;
 

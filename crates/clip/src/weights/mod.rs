@@ -11,7 +11,9 @@ pub use infer::infer_config;
 pub use file::{Entry, SourceDType, WeightFile, WeightFormat};
 pub use names::{Naming, canonicalize, detect_naming};
 pub use reader::{LoadReport, Problem, WeightReader};
-pub use write::{WriteOptions, burnpack_bytes, write_burnpack};
+pub use write::{WriteOptions, burnpack_bytes};
+#[cfg(not(target_arch = "wasm32"))]
+pub use write::write_burnpack;
 
 /// Errors while reading weights or fitting them to a model.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,59 @@
+//! The main job (`vlad demo`, what `cargo run --release` runs) end to end, shrunk: synthetic data,
+//! the random tiny backbone, both trainers, the evaluation of every detector, overlays and the
+//! summary. Checks what a user relies on: the loud warning, every output file, a well-formed table
+//! with metrics in [0, 1], and that a folder the demo did not write is never touched.
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vlad-cli-demo-{}-{name}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn demo_runs_end_to_end_on_the_random_backbone() {
+    let out = scratch("run");
+    let run = Command::new(env!("CARGO_BIN_EXE_vlad"))
+        .args(["demo", "--out", out.to_str().unwrap(), "--per-class", "3", "--epochs", "1", "--image-size", "64"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "demo failed:\n{stderr}");
+    assert!(stderr.contains("NO PRETRAINED WEIGHTS"), "the random backbone must be announced loudly:\n{stderr}");
+    assert!(stdout.contains("Random tiny backbone"), "{stdout}");
+    for detector in ["zero-shot", "winclip", "aa-clip", "bayes-pfl"] {
+        let row = stdout.lines().find(|l| l.starts_with(&format!("| {detector} |"))).unwrap_or_else(|| panic!("no table row for {detector}:\n{stdout}"));
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 8, "{row}");
+        for cell in &cells[1..6] {
+            let v: f64 = cell.parse().unwrap_or_else(|_| panic!("{detector}: `{cell}` is not a number in {row}"));
+            assert!((0.0..=100.0).contains(&v), "{row}");
+        }
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(out.join(format!("results/{detector}.json"))).unwrap()).unwrap();
+        assert_eq!(json["dataset"]["classes"].as_array().unwrap().len(), 3, "{detector}");
+        assert!(out.join(format!("overlays/{detector}")).is_dir(), "{detector}: no overlays");
+    }
+    assert!(out.join("runs/aa-clip/image_adapter.safetensors").is_file());
+    assert!(out.join("runs/bayes-pfl/epoch_post_1_1.bpk").is_file());
+    assert!(out.join("runs/bayes-pfl/epoch_post_2_2.bpk").is_file());
+    let montage = image::open(out.join("overlays.png")).unwrap();
+    assert!(montage.width() > 192 * 5 && montage.height() > 192 * 2, "montage {}×{}", montage.width(), montage.height());
+    assert!(out.join("results.md").is_file());
+
+    // A rerun replaces the demo's own folder; a folder it did not write is refused untouched.
+    let foreign = scratch("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("precious.txt"), "keep me").unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_vlad")).args(["demo", "--out", foreign.to_str().unwrap()]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("was not written by `vlad demo`"));
+    assert_eq!(std::fs::read_to_string(foreign.join("precious.txt")).unwrap(), "keep me");
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_dir_all(&foreign).unwrap();
+}

@@ -1,0 +1,118 @@
+//! vlad-detect: the anomaly detectors, behind one interface shared by the CLI, the evaluation
+//! harness and the browser.
+//!
+//! A [`Detector`] is built from a config and weights, is told the class it inspects (prompts depend
+//! on it), optionally fits normal reference images (few-shot memory), and scores batches of
+//! preprocessed images into a [`Detection`]: image scores and anomaly maps at patch and output
+//! resolution, as device tensors (browsers read them back asynchronously). Per-method code lives in
+//! one module per method, named after it, so that it can be read against `spec/<method>.md`; the
+//! shared post-processing is in [`postprocess`].
+use burn::tensor::{Device, Tensor};
+use vlad_clip::preprocess::Preprocess;
+
+pub mod aa_clip;
+pub mod baseline;
+pub mod bayes_pfl;
+pub mod calibration;
+pub mod losses;
+pub mod postprocess;
+pub mod prompts;
+pub mod winclip;
+pub mod winclip_prompts;
+pub mod zero_shot;
+
+pub use calibration::Calibration;
+
+/// Errors of the detectors.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// The backbone failed (weights, shapes, tokenizer).
+    #[error(transparent)]
+    Clip(#[from] vlad_clip::ClipError),
+    /// A detector option or input is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// The detector does not support the operation.
+    #[error("{detector} does not support {what}")]
+    Unsupported {
+        /// Detector name.
+        detector: &'static str,
+        /// The operation.
+        what: &'static str,
+    },
+}
+
+/// Outputs for a batch of B images (device tensors).
+pub struct Detection {
+    /// The single-image (deployable) score per image, `[B]`, higher = more anomalous; never
+    /// normalised over a set.
+    pub image_score: Tensor<1>,
+    /// Anomaly map at output resolution `[B, S, S]`, before any per-set normalisation.
+    pub map: Tensor<3>,
+    /// Anomaly map at patch resolution `[B, G, G]`.
+    pub patch_map: Tensor<3>,
+    /// Named raw components of the image score that the official per-set fusion uses
+    /// (e.g. `("det", …)` for AA-CLIP, `("text", …)` for Bayes-PFL), each `[B]`.
+    pub components: Vec<(String, Tensor<1>)>,
+}
+
+/// Statistic of a map that enters an image score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MapStatistic {
+    /// The maximum.
+    Max,
+    /// The mean of the `k` largest values.
+    TopKMean(usize),
+}
+
+/// How the official code forms image scores over a whole test set of one class (transductive; for
+/// parity with published tables only, `spec/evaluation.md` §7).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetFusion {
+    /// The detector's image score as it is.
+    None,
+    /// Min–max normalise all maps of the class together and the named component over the class,
+    /// then `map_weight · stat(normalised map) + component_weight · normalised component`.
+    MinMax {
+        /// Which component (none: map only).
+        component: Option<String>,
+        /// Weight of the map statistic.
+        map_weight: f32,
+        /// Weight of the component.
+        component_weight: f32,
+        /// Statistic of the normalised map.
+        statistic: MapStatistic,
+    },
+}
+
+/// The interface every detector implements.
+pub trait Detector {
+    /// Short name (`zero-shot`, `winclip`, `aa-clip`, `bayes-pfl`, …).
+    fn name(&self) -> &'static str;
+
+    /// The device the detector runs on.
+    fn device(&self) -> Device;
+
+    /// How images must be preprocessed (input side S, resize rule, normalisation).
+    fn preprocess(&self) -> Preprocess;
+
+    /// Patch-grid side G of the maps.
+    fn grid(&self) -> usize;
+
+    /// Prepares the class-dependent parts (prompts, text features). `name` is the class or object
+    /// name, e.g. `bottle`; detectors use their own naming rules (AA-CLIP's "real names", …).
+    fn set_class(&mut self, name: &str) -> Result<(), DetectError>;
+
+    /// Scores a batch `[B, 3, S, S]` of preprocessed images.
+    fn detect(&self, pixels: Tensor<4>) -> Result<Detection, DetectError>;
+
+    /// Stores normal reference images `[K, 3, S, S]` of the current class (few-shot memory).
+    fn fit_reference(&mut self, _normal: Tensor<4>) -> Result<(), DetectError> {
+        Err(DetectError::Unsupported { detector: self.name(), what: "reference images" })
+    }
+
+    /// The official per-set fusion of the method (for table parity).
+    fn set_fusion(&self) -> SetFusion {
+        SetFusion::None
+    }
+}

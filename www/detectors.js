@@ -1,0 +1,85 @@
+// The detector list. Each entry says what the page must show for it (a checkpoint field, option
+// controls) and how its options become the JSON for `engine.set_detector(name, options)`.
+// A detector is offered once the engine lists it (`Engine.detectors()`) — until then it is shown
+// disabled as "coming", never faked.
+
+/**
+ * @typedef {object} OptionSpec
+ * @property {string} key        JSON key passed to the engine
+ * @property {'select'|'number'|'range'} type
+ * @property {string} labelEn
+ * @property {string} labelKo
+ * @property {Array<[string, string]>} [choices]   value and i18n key, for selects
+ * @property {number} [min]
+ * @property {number} [max]
+ * @property {number} [step]
+ * @property {number|string} [value]  default ('' = the model's native value, sent as absent)
+ */
+
+/** @type {Array<{id: string, checkpoint: boolean, references: string, options: OptionSpec[], noteEn: string, noteKo: string}>} */
+export const DETECTORS = [
+  {
+    id: 'zero-shot',
+    checkpoint: false,
+    references: 'calibration',
+    noteEn: 'Plain CLIP: image and patch embeddings against a normal and an anomalous prompt. Its maps localise poorly (the papers\' "CLIP" row); a baseline.',
+    noteKo: '기본 CLIP: 이미지·패치 임베딩을 정상/이상 프롬프트와 비교합니다. 위치 추정은 약합니다 (논문 표의 "CLIP" 행). 비교 기준입니다.',
+    options: [
+      { key: 'prompts', type: 'select', labelEn: 'Prompts', labelKo: '프롬프트', value: 'single',
+        choices: [['single', 'prompts.single'], ['winclip', 'prompts.winclip']] },
+      { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },
+    ],
+  },
+  {
+    id: 'winclip',
+    checkpoint: false,
+    references: 'memory',
+    noteEn: 'WinCLIP: multi-scale windows and a compositional prompt ensemble; with normal references it becomes WinCLIP+ (few-shot).',
+    noteKo: 'WinCLIP: 다중 스케일 윈도우와 조합형 프롬프트 앙상블. 정상 참조 이미지가 있으면 WinCLIP+ (few-shot)가 됩니다.',
+    // Runs at the backbone's native input size (its windows are cut from the native patch grid).
+    options: [
+      { key: 'temperature', type: 'number', labelEn: 'Softmax temperature τ', labelKo: '소프트맥스 온도 τ', min: 0.001, max: 1, step: 0.001, value: 0.07 },
+    ],
+  },
+  {
+    id: 'aa-clip',
+    checkpoint: true,
+    references: 'calibration',
+    noteEn: 'AA-CLIP (CVPR 2025): residual adapters trained in two stages; needs its text- and image-adapter checkpoint (safetensors or burnpack, as vlad writes them; select both files). CPU backend only for now.',
+    noteKo: 'AA-CLIP (CVPR 2025): 두 단계로 학습한 residual adapter. 텍스트·이미지 adapter 체크포인트가 필요합니다 (vlad가 쓰는 safetensors 또는 burnpack; 두 파일을 함께 선택). 지금은 CPU 백엔드에서만 실행됩니다.',
+    options: [
+      { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },
+    ],
+  },
+  {
+    id: 'bayes-pfl',
+    checkpoint: true,
+    references: 'calibration',
+    noteEn: 'Bayes-PFL (CVPR 2025): prompts sampled from learned distributions; R Monte-Carlo samples per distribution. Needs its checkpoint (safetensors or burnpack). CPU backend only for now.',
+    noteKo: 'Bayes-PFL (CVPR 2025): 학습된 분포에서 프롬프트를 샘플링합니다. 분포마다 R개의 몬테카를로 샘플. 체크포인트(safetensors 또는 burnpack)가 필요합니다. 지금은 CPU 백엔드에서만 실행됩니다.',
+    options: [
+      { key: 'samples', type: 'range', labelEn: 'Samples R', labelKo: '샘플 수 R', min: 1, max: 20, step: 1, value: 10 },
+      { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },
+    ],
+  },
+];
+
+/** Detector names the loaded engine implements. */
+export function supportedDetectors(EngineClass) {
+  if (EngineClass && typeof EngineClass.detectors === 'function') {
+    const listed = EngineClass.detectors();
+    return new Set(typeof listed === 'string' ? JSON.parse(listed) : Array.from(listed));
+  }
+  return new Set(['zero-shot']);
+}
+
+/** Options JSON for the engine from the current control values (`''` = leave to the engine). */
+export function optionsJson(detector, values) {
+  const out = {};
+  for (const opt of detector.options) {
+    const raw = values[opt.key];
+    if (raw === '' || raw === undefined || raw === null) continue;
+    out[opt.key] = opt.type === 'select' ? raw : Number(raw);
+  }
+  return JSON.stringify(out);
+}
