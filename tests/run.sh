@@ -18,7 +18,11 @@ VLAD_TEST_BACKEND=wgpu cargo test "${features[@]}" --test clip_parity --test cli
 # .ci/run may still be installing wasm-bindgen-cli in the background (it overlaps the native build).
 if [[ -n "${VLAD_WASM_BINDGEN_INSTALL:-}" ]]; then
   echo "== waiting for the wasm-bindgen-cli install"
-  while [[ ! -f "$VLAD_WASM_BINDGEN_INSTALL.rc" ]]; do sleep 5; done
+  waited=0
+  while [[ ! -f "$VLAD_WASM_BINDGEN_INSTALL.rc" ]]; do
+    sleep 5; waited=$((waited + 5))
+    if (( waited > 3600 )); then echo "run.sh: the wasm-bindgen-cli install did not finish within an hour" >&2; exit 1; fi
+  done
   if [[ "$(cat "$VLAD_WASM_BINDGEN_INSTALL.rc")" != 0 ]]; then
     cat "$VLAD_WASM_BINDGEN_INSTALL.log" >&2
     echo "run.sh: installing wasm-bindgen-cli failed" >&2

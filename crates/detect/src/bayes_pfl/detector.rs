@@ -1,14 +1,18 @@
 //! The inference detector (`spec/bayes-pfl.md` §2, §6, §7; the official `test.py`).
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 use std::sync::Mutex;
 
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 use vlad_clip::preprocess::Preprocess;
+#[cfg(not(target_arch = "wasm32"))]
 use vlad_clip::weights::WeightFile;
 use vlad_clip::{Activation, ClipModel, ClipTokenizer, VisionForward};
 
-use super::checkpoint::{BayesPflCheckpoint, ImportReport, StageChoice, load_checkpoint};
+#[cfg(not(target_arch = "wasm32"))]
+use super::checkpoint::load_checkpoint;
+use super::checkpoint::{BayesPflCheckpoint, ImportReport, StageChoice};
 use super::head::{BayesPflHead, ContextSamples, Stage, StateKind, StateSamples};
 use super::noise::{McNoise, NoiseMode};
 use super::text::{ClassPrompt, encode_prompts, official_top_k};
