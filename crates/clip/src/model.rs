@@ -86,10 +86,10 @@ impl ClipModel {
         if reader.contains("logit_scale") {
             // Stored as a 0-d tensor; read whatever single value it holds.
             let shape = reader.shape_of("logit_scale").map(<[usize]>::to_vec).unwrap_or_default();
-            if let Some(v) = reader.values("logit_scale", &shape) {
-                if let [value] = v[..] {
-                    model.logit_scale = value;
-                }
+            if let Some(v) = reader.values("logit_scale", &shape)
+                && let [value] = v[..]
+            {
+                model.logit_scale = value;
             }
         }
         model

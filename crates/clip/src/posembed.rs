@@ -60,9 +60,9 @@ pub fn axis_weights(rule: PosEmbedResize, n_in: usize, n_out: usize) -> Vec<f64>
                 let xmin = ((center - support + 0.5).trunc() as i64).max(0) as usize;
                 let xmax = ((center + support + 0.5).trunc() as i64).min(n_in as i64) as usize;
                 let mut total = 0.0;
-                for j in xmin..xmax {
+                for (j, slot) in row.iter_mut().enumerate().take(xmax).skip(xmin) {
                     let k = keys_cubic((j as f64 - center + 0.5) * inv, -0.5);
-                    row[j] = k;
+                    *slot = k;
                     total += k;
                 }
                 if total != 0.0 {

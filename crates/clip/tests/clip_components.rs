@@ -33,7 +33,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn preprocessing_matches_pil() {
     let img = fixture("image.png");
-    let bound = 1.0 / 255.0 / 0.26130258 + 1e-6;
+    let bound = 1.0 / 255.0 / 0.261_302_6 + 1e-6;
     for (pre, name) in [(Preprocess::squash(32), "x32.npy"), (Preprocess::squash(64), "x64.npy"), (Preprocess::crop(224), "x224_crop.npy")] {
         let got = pre.load(&img).unwrap();
         let (_, want) = npy(name);

@@ -192,7 +192,7 @@ fn our_checkpoint_format_round_trips() {
     assert_eq!(paths, [dir.join("text_adapter.safetensors"), dir.join("image_adapter_15.safetensors")]);
     assert!(notes.iter().any(|n| n.contains("epoch-15")), "{notes:?}");
     let model = tiny_backbone(&device());
-    let (reloaded, _) = AaClip::load(model, &[dir.clone()], AaClipOptions::default()).unwrap();
+    let (reloaded, _) = AaClip::load(model, std::slice::from_ref(&dir), AaClipOptions::default()).unwrap();
     assert_eq!(reloaded.config(), aa.config());
     assert_eq!(reloaded.weights().epoch, Some(15));
     assert_eq!(reloaded.calibration(), Some(&calibration));

@@ -131,7 +131,7 @@ fn full_size_released_format_imports_completely_and_runs() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-fn in_memory(tensors: &[(String, Vec<usize>, Arc<Vec<f32>>)], origin: &str) -> WeightFile {
+fn in_memory(tensors: &[vlad_detect::bayes_pfl::checkpoint::StateTensor], origin: &str) -> WeightFile {
     let entries = tensors.iter().map(|(n, s, v)| (n.clone(), Entry::from_values(s.clone(), v.as_ref().clone()))).collect();
     WeightFile { origin: origin.into(), format: WeightFormat::PytorchZip, metadata: BTreeMap::new(), entries, skipped: vec![] }
 }

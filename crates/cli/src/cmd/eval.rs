@@ -258,8 +258,8 @@ impl BaselineArgs {
 pub enum DetectorChoice {
     /// `--detector baseline`.
     Baseline(BaselineArgs),
-    /// Any detector `build_detector` knows (the options `vlad infer` takes).
-    Shared(DetectorArgs),
+    /// Any detector `build_detector` knows (the options `vlad infer` takes; boxed, they are many).
+    Shared(Box<DetectorArgs>),
 }
 
 /// The detector options of `vlad eval`: those of `vlad infer` (`DetectorArgs`, shared) with
@@ -362,7 +362,7 @@ impl FromArgMatches for EvalDetectorArgs {
         let shared_matches = command.clone().try_get_matches_from(argv)?;
         let shared = <DetectorArgs as FromArgMatches>::from_arg_matches(&shared_matches)?;
         let options = recorded_options(&command, &shared_matches);
-        Ok(Self { choice: DetectorChoice::Shared(shared), backend, options })
+        Ok(Self { choice: DetectorChoice::Shared(Box::new(shared)), backend, options })
     }
 
     fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {

@@ -106,7 +106,7 @@ fn convert(bytes: &[u8], dtype: SourceDType, name: &str) -> Result<Vec<f32>, Wei
         SourceDType::F64 => 8,
         SourceDType::Integer(t) => return Err(err(format!("has integer type {t}, expected a floating-point weight"))),
     };
-    if bytes.len() % width != 0 {
+    if !bytes.len().is_multiple_of(width) {
         return Err(err(format!("{} bytes are not a whole number of {dtype} values", bytes.len())));
     }
     Ok(bytes

@@ -441,9 +441,14 @@ fn linear_values(linear: &Linear) -> Result<(Vec<f32>, Option<Vec<f32>>), Detect
     Ok((weight, bias))
 }
 
+/// One tensor of a state dict: name, PyTorch shape, row-major f32 values.
+pub type StateTensor = (String, Vec<usize>, Arc<Vec<f32>>);
+/// File metadata (string keys and values).
+pub type Metadata = BTreeMap<String, String>;
+
 /// The tensors of the official state dict in PyTorch's order: `(name, shape, values)`, aliases
 /// sharing the `Arc` of their canonical tensor (a PyTorch writer stores them once).
-pub fn official_state_dict(head: &BayesPflHead, dead: &DeadWeights) -> Result<Vec<(String, Vec<usize>, Arc<Vec<f32>>)>, DetectError> {
+pub fn official_state_dict(head: &BayesPflHead, dead: &DeadWeights) -> Result<Vec<StateTensor>, DetectError> {
     let config = &head.config;
     let mut canonical: BTreeMap<String, Arc<Vec<f32>>> = BTreeMap::new();
     let mut put = |name: String, values: Vec<f32>| {
@@ -507,7 +512,7 @@ pub fn official_state_dict(head: &BayesPflHead, dead: &DeadWeights) -> Result<Ve
 }
 
 /// vlad's file: every canonical key once (no aliases), the stage and the dimensions as metadata.
-pub fn vlad_entries(head: &BayesPflHead, dead: &DeadWeights, stage: Stage) -> Result<(BTreeMap<String, Entry>, BTreeMap<String, String>), DetectError> {
+pub fn vlad_entries(head: &BayesPflHead, dead: &DeadWeights, stage: Stage) -> Result<(BTreeMap<String, Entry>, Metadata), DetectError> {
     let entries = official_state_dict(head, dead)?
         .into_iter()
         .filter(|(name, _, _)| !ALIASES.iter().any(|(alias, _)| name.starts_with(&format!("{alias}."))))

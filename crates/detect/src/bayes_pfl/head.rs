@@ -73,10 +73,10 @@ impl HeadConfig {
                 problems.push(format!("{name} is 0"));
             }
         }
-        if self.rca_heads > 0 && self.width % self.rca_heads != 0 {
+        if self.rca_heads > 0 && !self.width.is_multiple_of(self.rca_heads) {
             problems.push(format!("width {} is not divisible by {} RCA heads", self.width, self.rca_heads));
         }
-        if self.vision_width % 2 != 0 {
+        if !self.vision_width.is_multiple_of(2) {
             problems.push(format!("vision width {} is odd", self.vision_width));
         }
         if problems.is_empty() { Ok(()) } else { Err(DetectError::Invalid(format!("Bayes-PFL head: {}", problems.join("; ")))) }

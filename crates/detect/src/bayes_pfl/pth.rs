@@ -114,9 +114,12 @@ impl Pickle {
     }
 }
 
+/// One tensor of a state dict: name, PyTorch shape, row-major f32 values (aliases share the `Arc`).
+pub type NamedTensor = (String, Vec<usize>, Arc<Vec<f32>>);
+
 /// Writes `tensors` (name, PyTorch shape, row-major f32 values) as a state dict, nested under
 /// `top_level_key` when given (`{'MyModel': state_dict}`), to `path`.
-pub fn write_state_dict(path: &Path, top_level_key: Option<&str>, tensors: &[(String, Vec<usize>, Arc<Vec<f32>>)]) -> std::io::Result<()> {
+pub fn write_state_dict(path: &Path, top_level_key: Option<&str>, tensors: &[NamedTensor]) -> std::io::Result<()> {
     // One storage per distinct Arc.
     let mut storages: Vec<Arc<Vec<f32>>> = Vec::new();
     let mut keys = Vec::with_capacity(tensors.len());
