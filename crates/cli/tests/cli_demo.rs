@@ -46,6 +46,26 @@ fn demo_runs_end_to_end_on_the_random_backbone() {
     assert!(montage.width() > 192 * 5 && montage.height() > 192 * 2, "montage {}×{}", montage.width(), montage.height());
     assert!(out.join("results.md").is_file());
 
+    // Bayes-PFL's official stage rule (validation-driven) on the demo's data and backbone.
+    let pfl = out.join("pfl-official");
+    let run = Command::new(env!("CARGO_BIN_EXE_vlad"))
+        .args(["train", "bayes-pfl", "--weights", out.join("backbone-random-tiny.bpk").to_str().unwrap()])
+        .args(["--data", out.join("data").to_str().unwrap(), "--classes", "weave,wood", "--val-data", out.join("data").to_str().unwrap()])
+        .args(["--val-classes", "washer,pill", "--epochs", "2", "--batch-size", "4", "--max-steps", "1", "--image-size", "64", "--taps", "1,2,3,4"])
+        .args(["--out", pfl.to_str().unwrap(), "--val-samples", "2"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let records: Vec<Value> = std::fs::read_to_string(pfl.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), 2);
+    for r in &records {
+        let ap = r["validation_pixel_ap"].as_f64().expect("validation ran");
+        assert!((0.0..=1.0).contains(&ap) && r["validation_image_ap"].as_f64().is_some(), "{r}");
+    }
+    // The first epoch always improves on the initial best of 0 (the official rule).
+    assert_eq!(records[0]["decision"], "Improved");
+    assert!(pfl.join("epoch_post_2_1.bpk").is_file());
+
     // A rerun replaces the demo's own folder; a folder it did not write is refused untouched.
     let foreign = scratch("foreign");
     std::fs::create_dir_all(&foreign).unwrap();
