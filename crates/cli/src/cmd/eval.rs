@@ -200,7 +200,8 @@ pub enum ProChoice {
 }
 
 impl ProChoice {
-    fn convention(self) -> Option<ProConvention> {
+    /// The metrics crate's convention (`None`: no AUPRO).
+    pub fn convention(self) -> Option<ProConvention> {
         match self {
             ProChoice::Anomalib => Some(ProConvention::Anomalib),
             ProChoice::AnomalibLegacy => Some(ProConvention::AnomalibLegacy),

@@ -14,6 +14,8 @@ use npyz::{DType, Endianness, NpyFile, Order, TypeChar};
 use serde_json::{Map, Value, json};
 use vlad_metrics::{ApConvention, BinaryMetrics, MapShape, PixelEvaluator, PixelMetrics, ProConvention};
 
+use super::eval::ProChoice;
+
 /// Arguments of `vlad metrics`.
 #[derive(clap::Args, Debug)]
 pub struct MetricsArgs {
@@ -41,26 +43,6 @@ pub struct MetricsArgs {
     json: bool,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum ProChoice {
-    #[value(alias = "mvtec")]
-    Anomalib,
-    AnomalibLegacy,
-    #[value(alias = "clip-ad")]
-    Clipad,
-    None,
-}
-
-impl ProChoice {
-    fn convention(self) -> Option<ProConvention> {
-        match self {
-            ProChoice::Anomalib => Some(ProConvention::Anomalib),
-            ProChoice::AnomalibLegacy => Some(ProConvention::AnomalibLegacy),
-            ProChoice::Clipad => Some(ProConvention::ClipAd),
-            ProChoice::None => None,
-        }
-    }
-}
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum ApChoice {
