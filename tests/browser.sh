@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The browser half of the test suite (tests/run.sh calls it): builds the page's wasm package, runs
 # the wasm-bindgen tests of web/ in headless Chromium (WebGPU on SwiftShader, and the CPU backend),
-# then drives the real page end to end. Exits non-zero on any failure.
+# then drives the real page end to end. Exits non-zero on any failure. `--timings` runs only the
+# opt-in ViT-B/16 load/inference timing test instead.
 #
 # Needs what .ci/run installs: the wasm32-unknown-unknown target, wasm-bindgen-cli (with its
 # wasm-bindgen-test-runner) at the version in Cargo.lock, Debian's chromium + chromium-driver, Node ≥ 20.
@@ -54,6 +55,12 @@ export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}"
 
 echo "== wasm package (www/pkg, profile $profile)"
 bash tools/build-web.sh --profile "$profile"
+
+if [[ "${1:-}" == "--timings" ]]; then
+  # Opt-in: the ViT-B/16 load and inference times of the README (minutes on SwiftShader).
+  cargo test -p vlad-web --target wasm32-unknown-unknown --profile "$profile" --test browser -- --include-ignored --nocapture vit_b_16
+  exit 0
+fi
 
 echo "== wasm tests of web/ in headless Chromium (WebGPU + CPU)"
 cargo test -p vlad-web --target wasm32-unknown-unknown --profile "$profile" --test browser

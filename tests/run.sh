@@ -12,8 +12,10 @@ features=(--features vlad-clip/wgpu)
 echo "== native tests (flex backend)"
 cargo test "${features[@]}"
 
-echo "== backbone parity on wgpu (Vulkan; lavapipe on a machine without a GPU)"
-VLAD_TEST_BACKEND=wgpu cargo test "${features[@]}" --test clip_parity --test clip_components
+echo "== backbone and detector parity on wgpu (Vulkan; lavapipe on a machine without a GPU)"
+VLAD_TEST_BACKEND=wgpu cargo test "${features[@]}" --test clip_parity --test clip_components \
+  --test postprocess_parity --test zero_shot_parity --test winclip_parity \
+  --test aa_clip_parity --test aa_clip_train --test bayes_pfl_parity --test bayes_pfl_train --test bayes_pfl_import
 
 # .ci/run may still be installing wasm-bindgen-cli in the background (it overlaps the native build).
 if [[ -n "${VLAD_WASM_BINDGEN_INSTALL:-}" ]]; then

@@ -345,7 +345,7 @@ function checkpointFields(det, available) {
     input.disabled = !available;
     field.append(label, input);
     if (kind === 'file') {
-      input.accept = '.safetensors,.bpk,.burnpack';
+      input.accept = '.safetensors,.bpk,.burnpack,.pth,.pt';
       input.multiple = det.id === 'aa-clip';
       input.addEventListener('change', async () => {
         const files = Array.from(input.files ?? []);

@@ -45,8 +45,8 @@ export const DETECTORS = [
     id: 'aa-clip',
     checkpoint: true,
     references: 'calibration',
-    noteEn: 'AA-CLIP (CVPR 2025): residual adapters trained in two stages; needs its text- and image-adapter checkpoint (safetensors or burnpack, as vlad writes them; select both files). CPU backend only for now.',
-    noteKo: 'AA-CLIP (CVPR 2025): 두 단계로 학습한 residual adapter. 텍스트·이미지 adapter 체크포인트가 필요합니다 (vlad가 쓰는 safetensors 또는 burnpack; 두 파일을 함께 선택). 지금은 CPU 백엔드에서만 실행됩니다.',
+    noteEn: 'AA-CLIP (CVPR 2025): residual adapters trained in two stages; needs its text- and image-adapter checkpoint (the official text_adapter.pth / image_adapter.pth, or the safetensors/burnpack files vlad writes; select both files). On WebGPU the first detection compiles its kernels and can take a while.',
+    noteKo: 'AA-CLIP (CVPR 2025): 두 단계로 학습한 residual adapter. 텍스트·이미지 adapter 체크포인트가 필요합니다 (공식 text_adapter.pth / image_adapter.pth 또는 vlad가 쓰는 safetensors·burnpack; 두 파일을 함께 선택). WebGPU에서는 첫 검출 때 커널을 컴파일하므로 시간이 걸릴 수 있습니다.',
     options: [
       { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },
     ],
@@ -55,8 +55,8 @@ export const DETECTORS = [
     id: 'bayes-pfl',
     checkpoint: true,
     references: 'calibration',
-    noteEn: 'Bayes-PFL (CVPR 2025): prompts sampled from learned distributions; R Monte-Carlo samples per distribution. Needs its checkpoint (safetensors or burnpack). CPU backend only for now.',
-    noteKo: 'Bayes-PFL (CVPR 2025): 학습된 분포에서 프롬프트를 샘플링합니다. 분포마다 R개의 몬테카를로 샘플. 체크포인트(safetensors 또는 burnpack)가 필요합니다. 지금은 CPU 백엔드에서만 실행됩니다.',
+    noteEn: 'Bayes-PFL (CVPR 2025): prompts sampled from learned distributions; R Monte-Carlo samples per distribution. Needs its checkpoint (the released train_visa.pth / train_mvtec.pth, or the safetensors/burnpack files vlad writes). On WebGPU the first detection compiles its kernels and can take a while.',
+    noteKo: 'Bayes-PFL (CVPR 2025): 학습된 분포에서 프롬프트를 샘플링합니다. 분포마다 R개의 몬테카를로 샘플. 체크포인트(공개된 train_visa.pth / train_mvtec.pth 또는 vlad의 safetensors·burnpack)가 필요합니다. WebGPU에서는 첫 검출 때 커널을 컴파일하므로 시간이 걸릴 수 있습니다.',
     options: [
       { key: 'samples', type: 'range', labelEn: 'Samples R', labelKo: '샘플 수 R', min: 1, max: 20, step: 1, value: 10 },
       { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },

@@ -176,7 +176,7 @@ impl Engine {
     /// - `bayes-pfl` — `{"samples": R, "image_size": S, "seed": 333, "taps": [6, 12, 18, 24],
     ///   "sigma": 8}` (defaults: the official test's, taps at the quarters of the vision depth).
     ///
-    /// The last two need their checkpoint ([`Engine::add_checkpoint`]) and, for now, the CPU backend.
+    /// The last two need their checkpoint ([`Engine::add_checkpoint`]).
     pub fn set_detector(&mut self, name: &str, options_json: &str) -> Result<(), JsError> {
         let model = self.model.clone().ok_or_else(|| js_err("load backbone weights first"))?;
         let options: serde_json::Value = if options_json.trim().is_empty() {
@@ -206,11 +206,6 @@ impl Engine {
                     config.scales = scales.iter().filter_map(|v| v.as_u64().map(|v| v as usize)).collect();
                 }
                 Box::new(WinClip::new(model, config).map_err(js_err)?)
-            }
-            "aa-clip" | "bayes-pfl" if self.backend == "webgpu" => {
-                // Their WebGPU read-back never completes in the browser yet (seen in headless
-                // Chromium on SwiftShader); refuse rather than hang the page.
-                return Err(js_err(format!("{name} runs on the CPU backend only for now: untick \"use the GPU\" and choose it again")));
             }
             "aa-clip" => {
                 let files = self.checkpoint_files(name)?;
@@ -257,7 +252,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Adds a checkpoint file (safetensors or burnpack bytes) for a detector that needs trained
+    /// Adds a checkpoint file (safetensors, burnpack or the official PyTorch `.pth` bytes) for a detector that needs trained
     /// weights: `aa-clip` takes its text- and image-adapter files (one call each, or one file
     /// holding both); `bayes-pfl` takes one file (a new one replaces the old). Takes effect at the
     /// next [`Engine::set_detector`]. Returns the number of tensors in the file.
@@ -265,12 +260,10 @@ impl Engine {
         if !NEEDS_CHECKPOINT.contains(&detector) {
             return Err(js_err(format!("`{detector}` takes no checkpoint (only {})", NEEDS_CHECKPOINT.join(", "))));
         }
-        if bytes.starts_with(b"PK\x03\x04") {
-            return Err(js_err(format!(
-                "{name}: PyTorch .pth checkpoints cannot be read in the browser; use the safetensors or burnpack checkpoint vlad writes (or save the state dict with safetensors)"
-            )));
-        }
-        let file = WeightFile::from_bytes(bytes, name).map_err(js_err)?;
+        // The released Bayes-PFL files keep their state dict under `MyModel`; AA-CLIP's official
+        // adapter files are plain state dicts.
+        let key = (detector == "bayes-pfl" && bytes.starts_with(b"PK\x03\x04")).then_some("MyModel");
+        let file = WeightFile::from_bytes_with_key(bytes, name, key).map_err(js_err)?;
         let tensors = file.entries.len();
         let files = self.checkpoints.entry(detector.to_string()).or_default();
         if detector == "bayes-pfl" {

@@ -17,6 +17,23 @@ use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
+#[path = "parity/detectors.rs"]
+mod detectors;
+
+thread_local! {
+    static GPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The WebGPU device, initialised once per page (one wgpu runtime per process).
+async fn gpu() -> Device {
+    if let Some(device) = GPU.with(|g| g.borrow().clone()) {
+        return device;
+    }
+    let device = Device::wgpu_options().init_async().await.expect("WebGPU adapter (Chromium with --enable-unsafe-webgpu)");
+    GPU.with(|g| *g.borrow_mut() = Some(device.clone()));
+    device
+}
+
 const WEIGHTS: &[u8] = include_bytes!("../../tests/fixtures/clip/tiny_hf.safetensors");
 const X32: &[u8] = include_bytes!("../../tests/fixtures/clip/x32.npy");
 const PROMPTS: &str = include_str!("../../tests/fixtures/clip/prompts.json");
@@ -98,13 +115,36 @@ async fn check_backbone(device: &Device, tag: &str) {
 
 #[wasm_bindgen_test]
 async fn backbone_parity_on_webgpu_and_cpu() {
-    // One wgpu runtime per process: initialise once, asynchronously, before any tensor.
-    let gpu = Device::wgpu_options().init_async().await.expect("WebGPU adapter (Chromium with --enable-unsafe-webgpu)");
-    check_backbone(&gpu, "webgpu").await;
+    check_backbone(&gpu().await, "webgpu").await;
     check_backbone(&Device::flex(), "cpu").await;
-    // Not yet: AA-CLIP's and Bayes-PFL's first read-back on WebGPU never completes (the engine
-    // refuses them there with a message), so `check_trained_detectors(&gpu, "webgpu")` waits for
-    // that to be fixed in vlad-detect.
+}
+
+#[wasm_bindgen_test]
+async fn baseline_detector_parity_on_webgpu_and_cpu() {
+    for (device, tag) in [(gpu().await, "webgpu"), (Device::flex(), "cpu")] {
+        detectors::zero_shot(&device, tag).await;
+        detectors::winclip(&device, tag).await;
+    }
+}
+
+#[wasm_bindgen_test]
+async fn aa_clip_parity_on_the_cpu() {
+    detectors::aa_clip(&Device::flex(), "cpu").await;
+}
+
+#[wasm_bindgen_test]
+async fn bayes_pfl_parity_on_the_cpu() {
+    detectors::bayes_pfl(&Device::flex(), "cpu").await;
+}
+
+#[wasm_bindgen_test]
+async fn aa_clip_parity_on_webgpu() {
+    detectors::aa_clip(&gpu().await, "webgpu").await;
+}
+
+#[wasm_bindgen_test]
+async fn bayes_pfl_parity_on_webgpu() {
+    detectors::bayes_pfl(&gpu().await, "webgpu").await;
 }
 
 // ---------------------------------------------------------------- trained detectors (AA-CLIP, Bayes-PFL)
@@ -226,9 +266,9 @@ async fn engine_runs_aa_clip_and_bayes_pfl_from_checkpoint_bytes() {
     // Without a checkpoint: a readable error, not a panic.
     let missing = engine.set_detector("aa-clip", "{}").err().map(message);
     assert!(missing.as_deref().is_some_and(|m| m.contains("checkpoint")), "{missing:?}");
-    // A PyTorch zip: says to use safetensors/burnpack.
+    // A damaged PyTorch zip: the file and the problem are named.
     let zip = engine.add_checkpoint("aa-clip", b"PK\x03\x04rest".to_vec(), "adapter.pth").err().map(message);
-    assert!(zip.as_deref().is_some_and(|m| m.contains("safetensors")), "{zip:?}");
+    assert!(zip.as_deref().is_some_and(|m| m.contains("adapter.pth") && m.contains("PyTorch")), "{zip:?}");
 
     for (name, bytes, options) in [
         ("aa-clip", aa_clip_checkpoint(&config), r#"{"image_size": 48}"#),
@@ -258,4 +298,58 @@ async fn engine_scores_an_image_on_the_cpu_fallback() {
     let score = js_sys::Reflect::get(&result, &"score".into()).unwrap().as_f64().unwrap();
     assert!((0.0..=1.0).contains(&score), "{score}");
     assert_eq!(engine.last_map().length(), 32 * 32);
+}
+
+// ---------------------------------------------------------------- timings (opt-in)
+
+/// Load and inference times of a randomly initialised ViT-B/16 (OpenAI names, f16 burnpack of
+/// 300 MB, as the page receives weights) through the engine: `images` images of 640×480 scored
+/// at 224². Opt-in (minutes; SwiftShader needs about 7 minutes for one image on 2 cores):
+/// `bash tests/browser.sh --timings`.
+async fn vit_b_16_times(prefer_gpu: bool, images: usize) {
+    let config = ClipConfig::preset("ViT-B-16").unwrap();
+    let mut next = pseudo_random(16);
+    // Box–Muller from the LCG: the initialisation scales want normal values.
+    let mut normal = move || {
+        let (u1, u2) = (f64::from(next()) + 0.5, f64::from(next()) + 0.5);
+        (-2.0 * u1.max(1e-12).ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    };
+    let entries = vlad_clip::weights::random_entries(&config, &mut normal);
+    detectors::yield_to_browser().await;
+    let bytes = burnpack_bytes(&entries, &WriteOptions { f16: true, overwrite: false, metadata: BTreeMap::new() }).unwrap();
+    drop(entries);
+    detectors::yield_to_browser().await;
+    web_sys_log(&format!("ViT-B/16 random weights: {:.1} MB burnpack (f16)", bytes.len() as f64 / 1e6));
+    let (w, h) = (640u32, 480u32);
+    let rgba: Vec<u8> = (0..(w * h * 4) as usize).map(|i| (i * 37 % 251) as u8).collect();
+    let mut engine = vlad_web::Engine::create(prefer_gpu).await;
+    let backend = engine.backend();
+    let t = web_time::Instant::now();
+    let info = engine.load_weights(bytes, "", "").unwrap();
+    let load = t.elapsed();
+    assert!(info.contains("ViT-B-16"), "{info}");
+    detectors::yield_to_browser().await;
+    let t = web_time::Instant::now();
+    engine.set_detector("zero-shot", r#"{"image_size": 224}"#).unwrap();
+    engine.set_class("bottle").unwrap();
+    let setup = t.elapsed();
+    web_sys_log(&format!("[{backend}] ViT-B/16: load {load:?}, zero-shot set-up (text tower) {setup:?}"));
+    for run in 0..images {
+        detectors::yield_to_browser().await;
+        let result = engine.score(rgba.clone(), w, h).await.unwrap();
+        let timings = js_sys::JSON::stringify(&js_sys::Reflect::get(&result, &"timings".into()).unwrap()).unwrap();
+        web_sys_log(&format!("[{backend}] ViT-B/16 image {run} ({w}×{h} → 224²): {}", String::from(timings)));
+    }
+}
+
+#[wasm_bindgen_test]
+#[ignore]
+async fn vit_b_16_times_on_the_cpu() {
+    vit_b_16_times(false, 3).await;
+}
+
+#[wasm_bindgen_test]
+#[ignore]
+async fn vit_b_16_times_on_webgpu() {
+    vit_b_16_times(true, 1).await;
 }

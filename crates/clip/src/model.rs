@@ -1,6 +1,6 @@
 //! The two towers together, built from a config and filled from a weight file.
-use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::module::{Module, Param};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::ClipError;
 use crate::config::{Activation, ClipConfig};
@@ -76,7 +76,11 @@ impl ClipModel {
         reader.layer_norm(&mut v.ln_post, "visual.ln_post");
         reader.param(&mut v.proj, "visual.proj");
         let t = &mut model.text;
-        reader.param(&mut t.token_embedding, "token_embedding.weight");
+        let [vocab, width] = t.token_embedding.lazy_shape().dims();
+        let table_device = crate::text::token_table_device(reader.device(), vocab, width);
+        if let Some(v) = reader.values("token_embedding.weight", &[vocab, width]) {
+            t.token_embedding = Param::from_tensor(Tensor::from_data(TensorData::new(v, [vocab, width]), &table_device));
+        }
         reader.param(&mut t.positional_embedding, "positional_embedding");
         for (i, block) in t.resblocks.iter_mut().enumerate() {
             load_block(reader, block, &format!("transformer.resblocks.{i}"));

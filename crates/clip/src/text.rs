@@ -34,6 +34,23 @@ pub struct TextOutput {
     pub projected: Tensor<2>,
 }
 
+/// Largest tensor a kernel may bind: WebGPU's `maxStorageBufferBindingSize` default (128 MiB),
+/// which wgpu also applies natively unless a device asks for more.
+const MAX_BINDING_BYTES: usize = 128 << 20;
+
+/// Where a `[vocab, width]` token table is kept for a tower running on `device`: on `device`
+/// itself, except on a GPU when the f32 table is larger than one binding (ViT-L's 49408 × 768 is
+/// 145 MiB); then it stays on the CPU backend and only the looked-up rows travel. The table is
+/// never trained by the methods here (prompts are spliced in after the lookup).
+pub fn token_table_device(device: &Device, vocab: usize, width: usize) -> Device {
+    #[cfg(feature = "flex")]
+    if vocab * width * 4 > MAX_BINDING_BYTES && device.clone().inner() != Device::flex() {
+        return Device::flex();
+    }
+    let _ = (vocab, width);
+    device.clone()
+}
+
 /// The CLIP text transformer.
 #[derive(Module, Debug)]
 pub struct TextTransformer {
@@ -69,8 +86,9 @@ impl TextTransformer {
         let w = config.width;
         // Lazy parameters: a checkpoint load replaces them before they are materialised.
         let normal = |shape: [usize; 2], std: f64| Initializer::Normal { mean: 0.0, std }.init(shape, device);
+        let table_device = token_table_device(device, config.vocab_size, w);
         Self {
-            token_embedding: normal([config.vocab_size, w], 0.02),
+            token_embedding: Initializer::Normal { mean: 0.0, std: 0.02 }.init([config.vocab_size, w], &table_device),
             positional_embedding: normal([config.context_length, w], 0.01),
             resblocks: (0..config.layers).map(|_| ResidualBlock::new(w, config.heads, device)).collect(),
             ln_final: layer_norm(w, device),
@@ -104,10 +122,13 @@ impl TextTransformer {
             }
             flat.extend(r.iter().map(|&id| id as i64));
         }
-        let device = self.token_embedding.device();
-        let index = Tensor::<1, Int>::from_data(TensorData::new(flat, [n * t]), &device);
         let w = self.width();
-        Ok(self.token_embedding.val().select(0, index).reshape([n, t, w]))
+        let index = Tensor::<1, Int>::from_data(TensorData::new(flat, [n * t]), &self.token_embedding.device());
+        let rows = self.token_embedding.val().select(0, index).reshape([n, t, w]);
+        // The table may live on the CPU (see `token_table_device`); the tower runs where the
+        // positions are.
+        let compute = self.positional_embedding.device();
+        Ok(if rows.device() == compute { rows } else { rows.to_device(&compute) })
     }
 
     /// Runs the tower on token embeddings `[N, T, W]` (positions not yet added) and pools at `eot`.

@@ -194,8 +194,8 @@ pub fn harmonic_aggregation(scores: Tensor<2>, membership: &[Vec<usize>], cells:
     result.mask_fill(bad, 0.0)
 }
 
-/// Mean of the `k` largest values of each row of `[B, N]`, computed on the host (device top-k
-/// needs a synchronous read-back in browsers). `k` is clamped to `1..=N`.
+/// Mean of the `k` largest values of each row of `[B, N]` on the host (sorting; the reference for
+/// [`top_k_mean_rows`]). `k` is clamped to `1..=N`.
 pub fn top_k_mean(values: &[f32], row_len: usize, k: usize) -> Vec<f32> {
     assert!(row_len > 0 && values.len().is_multiple_of(row_len));
     let k = k.clamp(1, row_len);
@@ -207,6 +207,33 @@ pub fn top_k_mean(values: &[f32], row_len: usize, k: usize) -> Vec<f32> {
             (sorted[..k].iter().map(|&v| v as f64).sum::<f64>() / k as f64) as f32
         })
         .collect()
+}
+
+/// Device version of [`top_k_mean`] for `[B, N]` → `[B]`, without sorting and without
+/// read-backs: burn's GPU top-k unrolls `k` into its kernel, which for Bayes-PFL's k = 2000 takes
+/// cubecl's shader compiler tens of minutes (natively and in the browser). Instead the k-th largest
+/// value `t` of each row is found by bisection on the value (invariant: at least `k` values ≥ `lo`,
+/// fewer than `k` values ≥ `hi`; 64 halvings of `[min, max]` leave `lo` and `hi` adjacent floats,
+/// so `lo` is exactly the k-th value), and the mean is `(Σ_{v > t} v + (k − #{v > t}) · t) / k`.
+/// `k` is clamped to `1..=N`.
+pub fn top_k_mean_rows(values: Tensor<2>, k: usize) -> Tensor<1> {
+    let [b, n] = values.dims();
+    assert!(n > 0, "top-k mean of empty rows");
+    let k = k.clamp(1, n) as f32;
+    let count_at_least = |t: &Tensor<2>| values.clone().greater_equal(t.clone().expand([b, n])).float().sum_dim(1);
+    let mut hi = values.clone().max_dim(1);
+    // Ties at the maximum covering k values: the answer is the maximum itself.
+    let mut lo = values.clone().min_dim(1).mask_where(count_at_least(&hi).greater_equal_elem(k), hi.clone());
+    for _ in 0..64 {
+        let mid = (lo.clone() + hi.clone()).mul_scalar(0.5);
+        let enough = count_at_least(&mid).greater_equal_elem(k);
+        lo = lo.mask_where(enough.clone(), mid.clone());
+        hi = hi.mask_where(enough.bool_not(), mid);
+    }
+    let above = values.clone().greater(lo.clone().expand([b, n])).float();
+    let count = above.clone().sum_dim(1);
+    let sum = (values * above).sum_dim(1);
+    (sum + count.neg().add_scalar(k) * lo).div_scalar(k).reshape([b])
 }
 
 #[cfg(test)]

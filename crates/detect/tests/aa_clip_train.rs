@@ -68,15 +68,41 @@ fn class_setup(classes: &[String]) -> (Vec<ClassTokens>, Vec<usize>) {
     (tokens, index)
 }
 
-/// Compares the update of an Adam step (new − old) with the official one.
-fn assert_update(what: &str, before: &[(String, Vec<usize>, Vec<f32>)], after: &[(String, Vec<usize>, Vec<f32>)], official: &[(String, Vec<usize>, Vec<f32>)], lr: f64) {
+/// Compares the update of an Adam step (new − old) with the official one, element by element where
+/// the reference gradient (`grads`, keyed by the tensor name without `prefix`) is significant:
+/// |g| > 1e-4 · max |g|, the gradient check's own tolerance. A first Adam step is
+/// lr · g / (|g| + ε), so below that level the gradients agree only to within their tolerance and
+/// the step's size is not determined by them (the Bayes-PFL training test uses the same rule);
+/// there the step is only bounded by lr, as Adam's first step always is (up to f32 rounding).
+fn assert_update(
+    what: &str,
+    before: &[(String, Vec<usize>, Vec<f32>)],
+    after: &[(String, Vec<usize>, Vec<f32>)],
+    official: &[(String, Vec<usize>, Vec<f32>)],
+    lr: f64,
+    grads: &BTreeMap<String, Vec<f32>>,
+    prefix: &str,
+) {
     for ((b, a), o) in before.iter().zip(after).zip(official) {
         assert_eq!((&a.0, &a.1), (&o.0, &o.1));
         let ours: Vec<f32> = a.2.iter().zip(&b.2).map(|(x, y)| x - y).collect();
         let theirs: Vec<f32> = o.2.iter().zip(&b.2).map(|(x, y)| x - y).collect();
-        let max_diff = ours.iter().zip(&theirs).map(|(x, y)| (x - y).abs() as f64).fold(0.0, f64::max);
+        let grad = grads.get(a.0.strip_prefix(prefix).unwrap_or(&a.0));
+        let max_grad = grad.map_or(0.0, |g| g.iter().fold(0f32, |m, v| m.max(v.abs())));
+        let significant = |i: usize| grad.is_none_or(|g| g[i].abs() > 1e-4 * max_grad);
+        let (mut max_diff, mut kept) = (0f64, 0);
+        for (i, (x, y)) in ours.iter().zip(&theirs).enumerate() {
+            if significant(i) {
+                max_diff = max_diff.max((x - y).abs() as f64);
+                kept += 1;
+            } else {
+                // |Δ| ≤ lr, up to the f32 rounding of `after − before` at the parameter's size.
+                let bound = lr + 2.0 * f32::EPSILON as f64 * (b.2[i] as f64).abs().max((a.2[i] as f64).abs());
+                assert!((*x as f64).abs() <= bound, "{what} {}[{i}]: a first Adam step of {x:e} exceeds lr {lr:e}", a.0);
+            }
+        }
         let max_step = theirs.iter().map(|x| x.abs() as f64).fold(0.0, f64::max);
-        eprintln!("{what} {}: max |Δ diff| {max_diff:.3e} (max |Δ| {max_step:.3e}, lr {lr:e})", a.0);
+        eprintln!("{what} {}: max |Δ diff| {max_diff:.3e} on {kept} of {} elements (max |Δ| {max_step:.3e}, lr {lr:e})", a.0, ours.len());
         assert!(max_step > 0.5 * lr, "{what} {}: the official step is too small to compare", a.0);
         assert!(max_diff <= 1e-3 * lr, "{what} {}: update differs by {max_diff:e}", a.0);
     }
@@ -137,7 +163,7 @@ fn stage1(fixed: bool) {
         let text = adam().step(1e-5, text, grads);
         let after = text_tensors(&burn::module::Module::valid(&text)).unwrap();
         let official = text_tensors(load(&["text_adapter_step1.pth", "image_adapter.pth"]).text.as_ref().unwrap()).unwrap();
-        assert_update("stage1 Adam", &before, &after, &official, 1e-5);
+        assert_update("stage1 Adam", &before, &after, &official, 1e-5, &want, "text_adapter.");
     }
 }
 
@@ -180,6 +206,6 @@ fn stage2_step_matches_train_image_adapter() {
     let image = adam().step(5e-4, image, grads);
     let after = image_tensors(&burn::module::Module::valid(&image)).unwrap();
     let official = image_tensors(&load(&["image_adapter_step1.pth"]).image).unwrap();
-    assert_update("stage2 Adam", &before, &after, &official, 5e-4);
+    assert_update("stage2 Adam", &before, &after, &official, 5e-4, &want, "image_adapter.");
     let _ = image_size();
 }

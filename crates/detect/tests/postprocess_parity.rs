@@ -10,7 +10,7 @@ mod common;
 use burn::tensor::{Tensor, TensorData};
 use common::{assert_close, device, json, values};
 use serde_json::Value;
-use vlad_detect::postprocess::{AxisMap, apply_separable, harmonic_aggregation, top_k_mean};
+use vlad_detect::postprocess::{AxisMap, apply_separable, harmonic_aggregation, top_k_mean, top_k_mean_rows};
 use vlad_detect::winclip::sliding_windows;
 
 const TOLERANCE: f64 = 1e-5;
@@ -117,5 +117,53 @@ fn top_k_mean_matches_torch_topk() {
         let (shape, input) = array(&case["input"]);
         let (_, want) = array(&case["output"]);
         assert_close(&format!("top-{k} mean"), &top_k_mean(&input, shape[1], k), &want, 1e-6);
+        let rows = Tensor::<2>::from_data(TensorData::new(input.clone(), [shape[0], shape[1]]), &device());
+        assert_close(&format!("top-{k} mean (device)"), &values(top_k_mean_rows(rows, k)), &want, 1e-6);
+    }
+}
+
+/// The device top-k mean (bisection for the k-th value) against the host sort on rows with ties,
+/// negative values, a constant row, ties at the maximum, and every k from 1 to N.
+#[test]
+fn device_top_k_mean_matches_the_sorted_mean() {
+    let n = 37;
+    let mut rows: Vec<f32> = (0..n).map(|i| ((i * 7919) % 23) as f32 * 0.125 - 1.0).collect(); // many ties
+    rows.extend((0..n).map(|i| (i as f32 * 0.37).sin() * 1e-3)); // small magnitudes of both signs
+    rows.extend(std::iter::repeat_n(0.25f32, n)); // constant
+    rows.extend((0..n).map(|i| if i % 3 == 0 { 2.0 } else { i as f32 * 1e-2 })); // ties at the maximum
+    let b = rows.len() / n;
+    for k in 1..=n {
+        let want = top_k_mean(&rows, n, k);
+        let got = values(top_k_mean_rows(Tensor::<2>::from_data(TensorData::new(rows.clone(), [b, n]), &device()), k));
+        for (row, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= 1e-6 * w.abs().max(1e-3), "row {row}, k = {k}: device {g}, sorted {w}");
+        }
+    }
+}
+
+/// `precise::tanh` and `precise::softplus` against f64 libm over 12 decades of both signs (where
+/// GPU drivers' own `tanh` and `log(1 + eˣ)` lose up to 7 % and 8e-4). Tolerance: 1e-5 relative,
+/// the accuracy of the backends' `exp`/`log` (measured ≤ 3.2e-6 on lavapipe).
+#[test]
+fn precise_tanh_and_softplus_match_libm() {
+    let xs: Vec<f32> = (0..4000)
+        .map(|i| {
+            let m = 10f32.powf(-8.0 + 10.0 * ((i / 2) as f32 / 2000.0));
+            if i % 2 == 0 { m } else { -m }
+        })
+        .chain([0.0, 0.25, -0.25, 20.0, 20.5, -30.0, 88.0])
+        .collect();
+    let n = xs.len();
+    let input = || Tensor::<1>::from_data(TensorData::new(xs.clone(), [n]), &device());
+    let tanh = values(vlad_detect::precise::tanh(input()));
+    let softplus = values(vlad_detect::precise::softplus(input()));
+    for (i, &x) in xs.iter().enumerate() {
+        let x64 = x as f64;
+        let want_tanh = x64.tanh();
+        let want_softplus = if x64 > 20.0 { x64 } else { x64.max(0.0) + (-x64.abs()).exp().ln_1p() };
+        for (what, got, want) in [("tanh", tanh[i], want_tanh), ("softplus", softplus[i], want_softplus)] {
+            let err = (got as f64 - want).abs();
+            assert!(err <= 1e-5 * want.abs() + 1e-38, "{what}({x:e}) = {got:e}, libm {want:e} (relative error {:.2e})", err / want.abs());
+        }
     }
 }

@@ -19,22 +19,9 @@ use vlad_clip::{ClipConfig, ClipModel};
 use vlad_detect::Detector;
 use vlad_detect::winclip::{WinClip, WinClipConfig};
 
-fn fnv1a64(text: &str) -> u64 {
-    text.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01B3))
-}
-
-/// `n` values in [-1, 1): `splitmix64(fnv1a64(name) + i) >> 48`, centred, over 2^15.
+/// `n` values in [-1, 1): `fixture_hash(name, i) >> 48`, centred, over 2^15.
 fn hash_values(name: &str, n: usize) -> Vec<f32> {
-    let seed = fnv1a64(name).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    (0..n as u64)
-        .map(|i| {
-            let x = seed.wrapping_add(i);
-            let mut z = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 48) as i64 - 32768) as f32 / 32768.0
-        })
-        .collect()
+    (0..n as u64).map(|i| ((vlad_clip::weights::fixture_hash(name, i) >> 48) as i64 - 32768) as f32 / 32768.0).collect()
 }
 
 /// LayerNorm scales `1 + v/16`, everything else `v/32` (rounded from f64 like numpy's astype).

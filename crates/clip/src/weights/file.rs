@@ -270,10 +270,19 @@ impl WeightFile {
         Err(file_error(&path.display().to_string(), "PyTorch files need the `pytorch` feature; convert to safetensors first"))
     }
 
-    /// Reads a safetensors or burnpack file from memory (the browser path).
+    /// Reads a safetensors, burnpack or PyTorch zip file from memory (the browser path).
     pub fn from_bytes(bytes: Vec<u8>, origin: &str) -> Result<Self, WeightError> {
+        Self::from_bytes_with_key(bytes, origin, None)
+    }
+
+    /// [`WeightFile::from_bytes`] with a top-level key selecting a nested state dict of a PyTorch
+    /// file (e.g. `MyModel`); an error for the other formats.
+    pub fn from_bytes_with_key(bytes: Vec<u8>, origin: &str, top_level_key: Option<&str>) -> Result<Self, WeightError> {
         if bytes.starts_with(b"PK\x03\x04") {
-            return Err(file_error(origin, "PyTorch zip files cannot be read here; convert them with `vlad convert`"));
+            return Self::parse_pytorch_bytes(&bytes, origin, top_level_key);
+        }
+        if top_level_key.is_some() {
+            return Err(file_error(origin, "a top-level key only applies to PyTorch files"));
         }
         if bytes.starts_with(&BURNPACK_MAGIC) {
             let reader = burn_pack::Reader::from_bytes(burn_pack::Bytes::from_bytes_vec(bytes))
@@ -281,6 +290,30 @@ impl WeightFile {
             return Self::parse_burnpack(reader, origin.to_string());
         }
         Self::parse_safetensors(Arc::new(Buffer::Owned(bytes)), origin.to_string())
+    }
+
+    fn parse_pytorch_bytes(bytes: &[u8], origin: &str, top_level_key: Option<&str>) -> Result<Self, WeightError> {
+        let tensors =
+            super::torch_zip::read(bytes, top_level_key).map_err(|e| file_error(origin, format!("not a readable PyTorch checkpoint: {e}")))?;
+        // One buffer for all tensors, each a slice of it (as safetensors entries are).
+        let mut data = Vec::with_capacity(tensors.values().map(|t| t.bytes.len()).sum());
+        let mut spans = Vec::with_capacity(tensors.len());
+        let mut skipped = Vec::new();
+        for (name, t) in tensors {
+            if let SourceDType::Integer(kind) = t.dtype {
+                skipped.push((name, format!("{kind} tensor")));
+                continue;
+            }
+            let start = data.len();
+            data.extend_from_slice(&t.bytes);
+            spans.push((name, t.shape, t.dtype, start, data.len()));
+        }
+        let buffer = Arc::new(Buffer::Owned(data));
+        let entries = spans
+            .into_iter()
+            .map(|(name, shape, dtype, start, end)| (name, Entry { shape, dtype, transpose: false, payload: Payload::Slice { buffer: buffer.clone(), start, end } }))
+            .collect();
+        Ok(Self { origin: origin.to_string(), format: WeightFormat::PytorchZip, metadata: BTreeMap::new(), entries, skipped })
     }
 
     fn parse_safetensors(buffer: Arc<Buffer>, origin: String) -> Result<Self, WeightError> {

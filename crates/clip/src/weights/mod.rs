@@ -2,14 +2,19 @@
 //! named tensors; OpenAI/OpenCLIP and Hugging Face names; reports of every missing, unused or
 //! mis-shaped tensor (`spec/clip.md` §11).
 mod file;
+mod hashed;
 mod infer;
 mod names;
+mod random;
 mod reader;
+mod torch_zip;
 mod write;
 
 pub use infer::infer_config;
 pub use file::{Entry, SourceDType, WeightFile, WeightFormat};
+pub use hashed::{fixture_hash, hashed_parameter};
 pub use names::{Naming, canonicalize, detect_naming};
+pub use random::random_entries;
 pub use reader::{LoadReport, Problem, WeightReader};
 pub use write::{WriteOptions, burnpack_bytes};
 #[cfg(not(target_arch = "wasm32"))]

@@ -363,7 +363,10 @@ impl BayesPfl {
                 let c = end - start;
                 let block = diff.clone().slice([0..n, start..end, 0..t]).reshape([n * c, g, g]);
                 let up = sigmoid(apply_square(block, &self.upsample)).reshape([n, c, s, s]);
-                layer_sum = layer_sum + up.sum_dim(1).reshape([n, s, s]);
+                // A one-map chunk is reshaped, not summed: burn-cubecl 0.22.1's `sum_dim` over an
+                // axis of size 1 of this (permuted) layout returns wrong values on wgpu.
+                let chunk_sum = if c == 1 { up.reshape([n, s, s]) } else { up.sum_dim(1).reshape([n, s, s]) };
+                layer_sum = layer_sum + chunk_sum;
                 start = end;
             }
             if layers {
@@ -379,7 +382,7 @@ impl BayesPfl {
             None => map.clone(),
         };
         let k = self.top_k();
-        let s_map = map.clone().reshape([n, s * s]).topk(k, 1).mean_dim(1).reshape([n]);
+        let s_map = crate::postprocess::top_k_mean_rows(map.clone().reshape([n, s * s]), k);
         Ok(BayesPflOutput { global, context, normal, abnormal, text, image_logits, s_text, map, smoothed, patch_map, s_map, layers: layer_outputs })
     }
 }

@@ -8,7 +8,7 @@
 //! samples, L patch layers, M = 2·B·R text embeddings per image.
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::{softmax, softplus};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -115,8 +115,8 @@ impl InferenceBlock {
 
     /// Forward (PyTorch's Softplus: β = 1, threshold 20).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let x = softplus(self.layer0.forward(x), 1.0);
-        let x = softplus(self.layer2.forward(x), 1.0);
+        let x = crate::precise::softplus(self.layer0.forward(x));
+        let x = crate::precise::softplus(self.layer2.forward(x));
         self.layer4.forward(x)
     }
 }

@@ -45,26 +45,9 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
 }
 
-fn fnv1a64(name: &str) -> u64 {
-    name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3))
-}
-
-/// The fixture script's hash rule: `q = (splitmix64(fnv1a64(name) + golden + i) >> 53) − 1024`;
-/// LayerNorm scales `1 + (q >> 4)/1024`, everything else `q/32768` (all exact in f16 and f32).
+/// The fixture script's hash rule (`vlad_clip::weights::hashed_parameter`).
 pub fn hash_parameter(name: &str, shape: &[usize]) -> Vec<f32> {
-    let n = shape.iter().product::<usize>().max(1);
-    let seed = fnv1a64(name).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let is_scale = name.ends_with("weight") && shape.len() == 1;
-    (0..n as u64)
-        .map(|i| {
-            let x = seed.wrapping_add(i);
-            let mut z = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            let q = (z >> 53) as i64 - 1024;
-            if is_scale { (1.0 + (q >> 4) as f64 / 1024.0) as f32 } else { (q as f64 / 32768.0) as f32 }
-        })
-        .collect()
+    vlad_clip::weights::hashed_parameter(name, shape)
 }
 
 /// The tiny backbone of the fixtures (24 vision blocks, 12 text blocks, exact GELU) on `device`.
