@@ -38,23 +38,6 @@ pub fn write_f32(path: &Path, shape: &[usize], values: &[f32], overwrite: bool) 
     Ok(())
 }
 
-/// Reads an `.npy` file as (shape, f32 values); accepts f32 and f64 (converted) and names the file
-/// and dtype on error.
-#[cfg(test)]
-pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).with_context(|| format!("{}: not a .npy file", path.display()))?;
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    let descr = npy.dtype().descr();
-    // npyz spells the type as the header does, quoted: `'<f4'`.
-    let values = match descr.trim_matches('\'') {
-        "<f4" => npy.into_vec::<f32>()?,
-        "<f8" => npy.into_vec::<f64>()?.into_iter().map(|v| v as f32).collect(),
-        other => bail!("{}: dtype {other}, expected float32 (<f4)", path.display()),
-    };
-    Ok((shape, values))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,7 +50,8 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         assert_eq!((10 + header_len) % 64, 0);
-        assert_eq!(read_f32(&path).unwrap(), (vec![2, 3], vec![1., 2., 3., 4., 5., 6.]));
+        // Read back by the reader of `vlad metrics`.
+        assert_eq!(crate::cmd::metrics::read_f32(&path).unwrap(), (vec![1., 2., 3., 4., 5., 6.], vec![2, 3]));
         assert!(write_f32(&path, &[1], &[0.], false).unwrap_err().to_string().contains("already exists"));
         std::fs::remove_dir_all(dir).ok();
     }

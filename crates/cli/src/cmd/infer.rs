@@ -413,7 +413,7 @@ mod tests {
         };
         run(base(&["--shots", shots.to_str().unwrap(), "--save-calibration", calibration.to_str().unwrap()])).unwrap();
         for name in ["a", "b"] {
-            let (shape, map) = npy::read_f32(&out.join(format!("{name}.map.npy"))).unwrap();
+            let (map, shape) = crate::cmd::metrics::read_f32(&out.join(format!("{name}.map.npy"))).unwrap();
             assert_eq!(shape, vec![32, 32]);
             assert!(map.iter().all(|v| v.is_finite()));
             let overlay = vlad_imaging::open_rgb(&out.join(format!("{name}.overlay.png"))).unwrap();

@@ -190,8 +190,8 @@ fn shape_of(npy: &NpyFile<BufReader<File>>) -> Vec<usize> {
     npy.shape().iter().map(|&d| d as usize).collect()
 }
 
-/// Reads a little-endian float32 array and its shape.
-fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
+/// Reads a little-endian float32 array and its shape (refuses other dtypes, naming the file).
+pub(crate) fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
     let npy = open_npy(path)?;
     let shape = shape_of(&npy);
     match npy.dtype() {
