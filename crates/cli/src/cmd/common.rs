@@ -90,3 +90,32 @@ pub fn parse_list(s: &str, what: &str) -> Result<Vec<usize>> {
 pub fn host_values<const D: usize>(t: burn::tensor::Tensor<D>) -> Result<Vec<f32>> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| anyhow::anyhow!("cannot read back a tensor: {e:?}"))
 }
+
+/// A dataset on disk, as `vlad data`, `vlad eval` and `vlad train` take it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DatasetArgs {
+    /// Dataset root (any layout `vlad data list` reads).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Dataset format: auto, mvtec (also btad, mpdd, dtd, ksdd2), visa, meta-json, jsonl or folder.
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+    /// Metadata file (meta.json, meta_<name>.json or AA-CLIP *.jsonl) if not in the root.
+    #[arg(long)]
+    pub meta: Option<PathBuf>,
+    /// VisA split csv relative to the root.
+    #[arg(long)]
+    pub visa_csv: Option<String>,
+}
+
+impl DatasetArgs {
+    /// Indexes the dataset.
+    pub fn open(&self) -> Result<vlad_data::DatasetIndex> {
+        let options = vlad_data::OpenOptions {
+            format: self.format.parse::<vlad_data::FormatChoice>()?,
+            metadata: self.meta.clone(),
+            visa_split_csv: self.visa_csv.clone(),
+        };
+        vlad_data::open_dataset(&self.data, &options).with_context(|| format!("reading dataset {}", self.data.display()))
+    }
+}

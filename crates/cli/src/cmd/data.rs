@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::json;
 use vlad_data::synth::{self, SynthConfig};
-use vlad_data::{DatasetIndex, FormatChoice, OpenOptions, Replacement, Split};
+use vlad_data::{DatasetIndex, Replacement, Split};
 
 /// Arguments of `vlad data`.
 #[derive(clap::Args, Debug)]
@@ -48,39 +48,10 @@ struct SynthArgs {
     force: bool,
 }
 
-/// Options shared by the commands that read a dataset.
-#[derive(clap::Args, Debug)]
-struct DatasetOpts {
-    /// Dataset root.
-    #[arg(long)]
-    data: PathBuf,
-    /// auto, mvtec (also btad, mpdd, dtd, ksdd2), visa, meta-json, jsonl or folder.
-    #[arg(long, default_value = "auto")]
-    format: String,
-    /// Metadata file (meta.json, meta_<name>.json or AA-CLIP *.jsonl) if not in the root.
-    #[arg(long)]
-    meta: Option<PathBuf>,
-    /// VisA split csv relative to the root.
-    #[arg(long)]
-    visa_csv: Option<String>,
-}
-
-impl DatasetOpts {
-    fn open(&self) -> anyhow::Result<DatasetIndex> {
-        let options = OpenOptions {
-            format: self.format.parse::<FormatChoice>()?,
-            metadata: self.meta.clone(),
-            visa_split_csv: self.visa_csv.clone(),
-        };
-        vlad_data::open_dataset(&self.data, &options)
-            .with_context(|| format!("reading dataset {}", self.data.display()))
-    }
-}
-
 #[derive(clap::Args, Debug)]
 struct ListArgs {
     #[command(flatten)]
-    dataset: DatasetOpts,
+    dataset: super::common::DatasetArgs,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -95,7 +66,7 @@ struct ListArgs {
 #[derive(clap::Args, Debug)]
 struct KshotArgs {
     #[command(flatten)]
-    dataset: DatasetOpts,
+    dataset: super::common::DatasetArgs,
     /// Shots: AA-CLIP mode takes k/2 normal + k/2 anomalous per class (k even); reference mode k normal images.
     #[arg(long)]
     k: usize,

@@ -31,7 +31,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 use vlad_data::load::resize_binary_mask;
-use vlad_data::{DatasetIndex, FormatChoice, Label, LoadOptions, MaskRule, OpenOptions, Replacement, Sample, Split};
+use vlad_data::{DatasetIndex, Label, LoadOptions, MaskRule, Replacement, Sample, Split};
+
+use super::common::DatasetArgs;
 use vlad_detect::baseline::{BaselineConfig, MeanImageBaseline};
 use vlad_detect::postprocess::top_k_mean;
 use vlad_detect::{DetectError, Detector, MapStatistic, SetFusion};
@@ -59,18 +61,8 @@ const PLOT_POINTS: usize = 2000;
 pub struct EvalArgs {
     #[command(flatten)]
     pub detector: EvalDetectorArgs,
-    /// Dataset root.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Dataset format: auto, mvtec (also btad, mpdd, dtd, ksdd2), visa, meta-json, jsonl or folder.
-    #[arg(long, default_value = "auto")]
-    pub format: String,
-    /// Metadata file (meta.json, meta_<name>.json or AA-CLIP *.jsonl) if not in the root.
-    #[arg(long)]
-    pub meta: Option<PathBuf>,
-    /// VisA split csv relative to the root.
-    #[arg(long)]
-    pub visa_csv: Option<String>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
     /// Only these classes (comma-separated), in the dataset's order.
     #[arg(long, value_delimiter = ',')]
     pub classes: Option<Vec<String>>,
@@ -917,8 +909,7 @@ fn evaluate(args: &EvalArgs, build: impl FnOnce() -> Result<Box<dyn Detector>>) 
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let open = OpenOptions { format: args.format.parse::<FormatChoice>()?, metadata: args.meta.clone(), visa_split_csv: args.visa_csv.clone() };
-    let mut index = vlad_data::open_dataset(&args.data, &open).with_context(|| format!("reading dataset {}", args.data.display()))?;
+    let mut index = args.dataset.open()?;
     if let Some(classes) = &args.classes {
         index = index.restrict_classes(classes)?;
     }
@@ -929,7 +920,7 @@ fn evaluate(args: &EvalArgs, build: impl FnOnce() -> Result<Box<dyn Detector>>) 
         eprintln!("note: class {c} has no test images; left out");
     }
     if classes.is_empty() {
-        bail!("{}: no class has test images", args.data.display());
+        bail!("{}: no class has test images", args.dataset.data.display());
     }
     if !index.problems.is_empty() {
         eprintln!("note: {} problem(s) while indexing the dataset (listed in the results JSON), e.g. {}", index.problems.len(), index.problems[0]);
@@ -972,7 +963,7 @@ fn evaluate(args: &EvalArgs, build: impl FnOnce() -> Result<Box<dyn Detector>>) 
         "evaluating {} on {} class(es) of {} ({}), masks {}, AUPRO {}, set fusion {}",
         detector.name(),
         classes.len(),
-        args.data.display(),
+        args.dataset.data.display(),
         index.format,
         mask_rule_name(mask_rule),
         pro.map_or("none", ProConvention::name),
@@ -1168,7 +1159,7 @@ fn evaluate(args: &EvalArgs, build: impl FnOnce() -> Result<Box<dyn Detector>>) 
                 grid: detector.grid(),
             },
             dataset: DatasetRecord {
-                path: args.data.display().to_string(),
+                path: args.dataset.data.display().to_string(),
                 format: index.format.to_string(),
                 classes: classes.clone(),
                 classes_without_test_images: without_test,

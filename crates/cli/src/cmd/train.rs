@@ -25,7 +25,7 @@ use vlad_detect::bayes_pfl::{BayesPfl, BayesPflOptions, HeadConfig, NoiseMode, S
 use vlad_imaging::{CLIP_MEAN, CLIP_STD, Filter};
 use vlad_metrics::{MapShape, binary_metrics, pixel_metrics};
 
-use super::common::{ModelArgs, host_values, parse_list};
+use super::common::{DatasetArgs, ModelArgs, host_values, parse_list};
 
 /// `vlad train …`.
 #[derive(clap::Subcommand, Debug)]
@@ -49,18 +49,8 @@ pub fn run(command: TrainCommand) -> Result<()> {
 /// The training data (shared by both methods).
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainData {
-    /// Auxiliary dataset root (any layout `vlad data list` reads).
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Dataset format: auto, mvtec, visa, meta-json, jsonl or folder.
-    #[arg(long, default_value = "auto")]
-    pub format: String,
-    /// Metadata file (meta.json, AA-CLIP *.jsonl) if not in the root.
-    #[arg(long)]
-    pub meta: Option<PathBuf>,
-    /// VisA split csv relative to the root.
-    #[arg(long)]
-    pub visa_csv: Option<String>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
     /// Only these classes (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub classes: Option<Vec<String>>,
@@ -75,13 +65,12 @@ pub struct TrainData {
 
 impl TrainData {
     fn open(&self) -> Result<DatasetIndex> {
-        let open = OpenOptions { format: self.format.parse::<FormatChoice>()?, metadata: self.meta.clone(), visa_split_csv: self.visa_csv.clone() };
-        let mut index = vlad_data::open_dataset(&self.data, &open).with_context(|| format!("reading dataset {}", self.data.display()))?;
+        let mut index = self.dataset.open()?;
         if let Some(classes) = &self.classes {
             index = index.restrict_classes(classes)?;
         }
         if !index.problems.is_empty() {
-            eprintln!("note: {} problem(s) while indexing {}, e.g. {}", index.problems.len(), self.data.display(), index.problems[0]);
+            eprintln!("note: {} problem(s) while indexing {}, e.g. {}", index.problems.len(), self.dataset.data.display(), index.problems[0]);
         }
         Ok(index)
     }
@@ -233,7 +222,7 @@ fn train_aa_clip(args: TrainAaClipArgs) -> Result<()> {
         vlad_data::aa_clip_kshot(&index, k, args.seed, split)?.iter().flat_map(|c| c.all().cloned().collect::<Vec<_>>()).collect()
     };
     if samples.is_empty() {
-        bail!("{}: no {} images to train on", args.data.data.display(), split.as_str());
+        bail!("{}: no {} images to train on", args.data.dataset.data.display(), split.as_str());
     }
     let validation = args.val_data.as_deref().map(|root| open_validation(root, args.val_classes.as_deref())).transpose()?;
     let device = args.model.device()?;
@@ -266,7 +255,7 @@ fn train_aa_clip(args: TrainAaClipArgs) -> Result<()> {
         samples.len(),
         anomalous,
         index.classes().len(),
-        args.data.data.display(),
+        args.data.dataset.data.display(),
         options.config.image_size,
         clip.config.name
     );
@@ -472,7 +461,7 @@ fn train_bayes_pfl(args: TrainBayesPflArgs) -> Result<()> {
     let split = args.data.split()?;
     let samples: Vec<Sample> = index.split(split).cloned().collect();
     if samples.is_empty() {
-        bail!("{}: no {} images to train on", args.data.data.display(), split.as_str());
+        bail!("{}: no {} images to train on", args.data.dataset.data.display(), split.as_str());
     }
     let validation = match (&policy, &args.val_data) {
         (StagePolicy::Official { .. }, Some(root)) => Some(open_validation(root, args.val_classes.as_deref())?),
@@ -501,7 +490,7 @@ fn train_bayes_pfl(args: TrainBayesPflArgs) -> Result<()> {
         "training Bayes-PFL on {} images of {} class(es) from {}, input {}, taps {:?}, backbone {}, {}",
         samples.len(),
         index.classes().len(),
-        args.data.data.display(),
+        args.data.dataset.data.display(),
         args.image_size,
         taps,
         model.config.name,
