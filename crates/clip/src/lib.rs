@@ -8,6 +8,7 @@ pub mod backend;
 pub mod config;
 pub mod model;
 pub mod posembed;
+pub mod precise;
 pub mod preprocess;
 pub mod text;
 pub mod tokenizer;

@@ -44,7 +44,7 @@ const MAX_BINDING_BYTES: usize = 128 << 20;
 /// never trained by the methods here (prompts are spliced in after the lookup).
 pub fn token_table_device(device: &Device, vocab: usize, width: usize) -> Device {
     #[cfg(feature = "flex")]
-    if vocab * width * 4 > MAX_BINDING_BYTES && device.clone().inner() != Device::flex() {
+    if vocab * width * 4 > MAX_BINDING_BYTES && !crate::precise::on_cpu(device) {
         return Device::flex();
     }
     let _ = (vocab, width);

@@ -2,7 +2,7 @@
 //! variants the methods need: causal (text), V-V (AnomalyCLIP DPAM, AA-CLIP stage-1 surgery).
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, sigmoid, softmax};
+use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::{Bool, Device, Tensor};
 
 use crate::config::Activation;
@@ -114,34 +114,11 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>, activation: Activation) -> Tensor<3> {
         let h = self.c_fc.forward(x);
         let h = match activation {
-            Activation::Gelu => exact_gelu(h),
+            Activation::Gelu => crate::precise::gelu(h),
             Activation::QuickGelu => h.clone() * sigmoid(h.mul_scalar(1.702)),
         };
         self.c_proj.forward(h)
     }
-}
-
-/// Erf GELU `x·Φ(x)`. burn's own `gelu` is used on the CPU backend, whose `erf` is accurate; GPU
-/// backends' `erf` is not (lavapipe: 16 % relative error near 0, GELU 1.3 % in the negative tail),
-/// so there `Φ` comes from `erfc` by Numerical Recipes' `erfcc` (fractional error < 1.2e-7 for
-/// every argument): `Φ(x) = ½·erfc(|x|/√2)` for x ≤ 0 and `1 − ½·erfc(x/√2)` above, no
-/// cancellation on either side.
-pub fn exact_gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    if x.device().inner() == Device::flex() {
-        return gelu(x);
-    }
-    let z = x.clone().abs().mul_scalar(std::f64::consts::FRAC_1_SQRT_2);
-    let t = z.clone().mul_scalar(0.5).add_scalar(1.0).recip();
-    let coefficients = [0.17087277, -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418, 0.37409196, 1.00002368, -1.26551223];
-    let mut poly = t.clone().mul_scalar(coefficients[0]);
-    for c in &coefficients[1..coefficients.len() - 1] {
-        poly = (poly.add_scalar(*c)) * t.clone();
-    }
-    let exponent = poly.add_scalar(coefficients[coefficients.len() - 1]) - z.clone() * z;
-    let half_erfc = (t * exponent.exp()).mul_scalar(0.5);
-    let phi = half_erfc.clone().neg().add_scalar(1.0).mask_where(x.clone().lower_equal_elem(0.0), half_erfc);
-    x * phi
 }
 
 /// One pre-LN residual block.

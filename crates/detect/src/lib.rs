@@ -16,7 +16,6 @@ pub mod bayes_pfl;
 pub mod calibration;
 pub mod losses;
 pub mod postprocess;
-pub mod precise;
 pub mod prompts;
 pub mod winclip;
 pub mod winclip_prompts;

@@ -36,7 +36,7 @@ pub fn planar_flows(z0: Tensor<3>, params: &PlanarParams) -> (Tensor<3>, Tensor<
         let u = params.u.clone().slice([0..n, step..step + 1, 0..e]).reshape([1, n, e]);
         let w = params.w.clone().slice([0..n, step..step + 1, 0..e]).reshape([1, n, e]);
         let b = params.b.clone().slice([0..n, step..step + 1]).reshape([1, n, 1]);
-        let activation = crate::precise::tanh((z.clone() * w.clone()).sum_dim(2).add(b));
+        let activation = vlad_clip::precise::tanh((z.clone() * w.clone()).sum_dim(2).add(b));
         // ψ·u = Σ_d w_d (1 − tanh²) u_d = (1 − tanh²) · (w·u).
         let wu = (w * u.clone()).sum_dim(2);
         let derivative = activation.clone().powi_scalar(2).neg().add_scalar(1.0);

@@ -115,8 +115,8 @@ impl InferenceBlock {
 
     /// Forward (PyTorch's Softplus: β = 1, threshold 20).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let x = crate::precise::softplus(self.layer0.forward(x));
-        let x = crate::precise::softplus(self.layer2.forward(x));
+        let x = vlad_clip::precise::softplus(self.layer0.forward(x));
+        let x = vlad_clip::precise::softplus(self.layer2.forward(x));
         self.layer4.forward(x)
     }
 }
