@@ -9,6 +9,10 @@ mod plot;
 #[derive(Parser)]
 #[command(name = "vlad", version, about = "Vision-language anomaly detection (AA-CLIP, Bayes-PFL and baselines) in Rust")]
 struct Cli {
+    /// Refuse images with more pixels than this (0: no limit). Pillow's rule: warn above
+    /// 89,478,485 pixels, refuse above twice that, the default here.
+    #[arg(long, global = true, value_name = "N")]
+    max_image_pixels: Option<u64>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -47,9 +51,48 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    if let Some(n) = cli.max_image_pixels {
+        // Pillow's `Image.MAX_IMAGE_PIXELS = N` (None for 0): warn above N, refuse above 2N.
+        vlad_imaging::set_max_image_pixels((n > 0).then_some(n));
+    }
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            if backtrace_requested() {
+                eprintln!("{}", err.backtrace());
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error chain on one line, outermost first, each cause once: a context that already
+/// quotes its cause (`format!("{path}: {err}")` wrapped again by `.context`) is not repeated.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let text = text.trim();
+        if text.is_empty() || line.contains(text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(text);
+    }
+    line.replace('\n', " ")
+}
+
+fn backtrace_requested() -> bool {
+    std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0")
+}
+
+fn run(command: Option<Command>) -> anyhow::Result<()> {
+    match command {
         Some(Command::Tokenize(args)) => cmd::clip::tokenize(args),
         Some(Command::Preprocess(args)) => cmd::clip::preprocess(args),
         Some(Command::EncodeImage(args)) => cmd::clip::encode_image(args),

@@ -8,6 +8,7 @@
 //! * [`kshot`]: AA-CLIP k-shot training subsets and WinCLIP+/VAND few-shot reference images, seeded (ChaCha8).
 //! * [`augment`]: the training augmentations of AA-CLIP (torchvision) and Bayes-PFL (albumentations), applied
 //!   jointly to image and mask, plus the 2×2 mosaic of VAND/Bayes-PFL.
+//! * [`npy`]: the `.npy` inputs of `vlad metrics` (scores, labels, maps, masks), read with every size checked.
 //! * [`synth`]: the synthetic benchmark behind `vlad data synth` (not a substitute for MVTec/VisA).
 //!
 //! The specifications are `spec/evaluation.md` §3–§6, `spec/aa-clip.md` §8.4–§8.5, `spec/bayes-pfl.md` §9–§10
@@ -18,6 +19,7 @@ pub mod error;
 pub mod index;
 pub mod kshot;
 pub mod load;
+pub mod npy;
 pub mod readers;
 pub mod rng;
 pub mod synth;

@@ -21,6 +21,7 @@ use std::io::Cursor;
 
 use image::{DynamicImage, GrayAlphaImage, GrayImage, ImageBuffer, Luma, RgbImage, RgbaImage};
 
+use crate::limits::ImageLimits;
 use crate::ImagingError;
 
 /// A 256-entry RGB palette (Pillow's palettes always have 256 entries; missing ones are black).
@@ -118,14 +119,25 @@ fn map_gray<P: image::Pixel>(
 
 /// Decodes encoded image bytes (PNG, JPEG, TIFF, BMP) to RGB exactly as
 /// `PIL.Image.open(...).convert("RGB")` does (see the module notes; JPEG differs slightly).
+/// The process-wide pixel limit ([`crate::max_image_pixels`]) applies.
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImagingError> {
-    Ok(decode_pil(bytes)?.into_rgb())
+    decode_rgb_with_limits(bytes, &ImageLimits::current())
 }
 
 /// Decodes encoded image bytes to 8-bit grey exactly as `PIL.Image.open(...).convert("L")`
-/// does (see the module notes; JPEG differs slightly).
+/// does (see the module notes; JPEG differs slightly). The process-wide pixel limit applies.
 pub fn decode_luma(bytes: &[u8]) -> Result<GrayImage, ImagingError> {
-    Ok(decode_pil(bytes)?.into_luma())
+    decode_luma_with_limits(bytes, &ImageLimits::current())
+}
+
+/// [`decode_rgb`] under explicit limits instead of the process-wide ones.
+pub fn decode_rgb_with_limits(bytes: &[u8], limits: &ImageLimits) -> Result<RgbImage, ImagingError> {
+    Ok(decode_pil(bytes, limits)?.into_rgb())
+}
+
+/// [`decode_luma`] under explicit limits instead of the process-wide ones.
+pub fn decode_luma_with_limits(bytes: &[u8], limits: &ImageLimits) -> Result<GrayImage, ImagingError> {
+    Ok(decode_pil(bytes, limits)?.into_luma())
 }
 
 /// Reads and decodes an image file like `PIL.Image.open(path).convert("RGB")`; errors name
@@ -173,10 +185,20 @@ pub fn rgb_from_rgba_bytes(rgba: &[u8], width: u32, height: u32) -> Result<RgbIm
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
-fn decode_pil(bytes: &[u8]) -> Result<PilImage, ImagingError> {
+/// Width and height from the header alone (nothing proportional to the size is allocated).
+pub fn image_dimensions(bytes: &[u8]) -> Result<(u32, u32), ImagingError> {
     if bytes.starts_with(PNG_SIGNATURE) {
-        return decode_png(bytes);
+        let reader = png::Decoder::new(Cursor::new(bytes)).read_info().map_err(png_error)?;
+        return Ok((reader.info().width, reader.info().height));
     }
+    let (format, format_name) = guess(bytes)?;
+    image::ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| ImagingError::Decode { format: format_name, message: e.to_string() })
+}
+
+/// The container of non-PNG bytes, with its name for messages.
+fn guess(bytes: &[u8]) -> Result<(image::ImageFormat, &'static str), ImagingError> {
     let format = image::guess_format(bytes).map_err(|_| ImagingError::UnknownFormat {
         start: bytes
             .iter()
@@ -195,6 +217,24 @@ fn decode_pil(bytes: &[u8]) -> Result<PilImage, ImagingError> {
             });
         }
     };
+    Ok((format, format_name))
+}
+
+/// Pillow's `DecompressionBombWarning`, on standard error (natively; the browser has none).
+fn warn_if_large(limits: &ImageLimits, width: u32, height: u32) {
+    if let Some(warning) = limits.warning(width, height) {
+        #[cfg(not(target_arch = "wasm32"))]
+        eprintln!("warning: {warning}");
+        #[cfg(target_arch = "wasm32")]
+        let _ = warning;
+    }
+}
+
+fn decode_pil(bytes: &[u8], limits: &ImageLimits) -> Result<PilImage, ImagingError> {
+    if bytes.starts_with(PNG_SIGNATURE) {
+        return decode_png(bytes, limits);
+    }
+    let (format, format_name) = guess(bytes)?;
     // The `tiff` crate does not decode palette images: decode the indices as grey and apply
     // the colour map here.
     let (to_decode, tiff_palette) = match format {
@@ -204,12 +244,19 @@ fn decode_pil(bytes: &[u8]) -> Result<PilImage, ImagingError> {
         },
         _ => (Cow::Borrowed(bytes), None),
     };
-    let decoded = image::load_from_memory_with_format(&to_decode, format).map_err(|e| {
-        ImagingError::Decode {
-            format: format_name,
-            message: e.to_string(),
-        }
-    })?;
+    let decode_error = |e: image::ImageError| ImagingError::Decode {
+        format: format_name,
+        message: e.to_string(),
+    };
+    // The size comes from the header alone; it is checked before the decoder allocates
+    // anything proportional to it, and the decoder itself is held to the same budget.
+    let reader = || image::ImageReader::with_format(Cursor::new(&to_decode[..]), format);
+    let (width, height) = reader().into_dimensions().map_err(decode_error)?;
+    limits.check(format_name, width, height)?;
+    warn_if_large(limits, width, height);
+    let mut reader = reader();
+    reader.limits(limits.decoder_limits());
+    let decoded = reader.decode().map_err(decode_error)?;
     let mut pil = from_dynamic(decoded, format_name)?;
     if let Some(palette) = tiff_palette {
         let PilImage::L(indices) = pil else {
@@ -275,12 +322,16 @@ fn png_error(e: png::DecodingError) -> ImagingError {
 
 /// PNG through the `png` crate without transformations, so colour type and bit depth decide
 /// the conversion exactly as they do in Pillow's `PngImagePlugin`.
-fn decode_png(bytes: &[u8]) -> Result<PilImage, ImagingError> {
+fn decode_png(bytes: &[u8], limits: &ImageLimits) -> Result<PilImage, ImagingError> {
     use png::{BitDepth, ColorType};
 
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(png_error)?;
+    // The header's size decides the output buffer below: check it before allocating.
+    let info = reader.info();
+    limits.check("PNG", info.width, info.height)?;
+    warn_if_large(limits, info.width, info.height);
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| ImagingError::Decode {
@@ -400,7 +451,7 @@ mod tiff_palette {
 
     impl Reader<'_> {
         fn u16_at(&self, at: usize) -> Option<u16> {
-            let raw: [u8; 2] = self.bytes.get(at..at + 2)?.try_into().ok()?;
+            let raw: [u8; 2] = self.bytes.get(at..at.checked_add(2)?)?.try_into().ok()?;
             Some(if self.big_endian {
                 u16::from_be_bytes(raw)
             } else {
@@ -409,7 +460,7 @@ mod tiff_palette {
         }
 
         fn u32_at(&self, at: usize) -> Option<u32> {
-            let raw: [u8; 4] = self.bytes.get(at..at + 4)?.try_into().ok()?;
+            let raw: [u8; 4] = self.bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
             Some(if self.big_endian {
                 u32::from_be_bytes(raw)
             } else {
@@ -435,8 +486,8 @@ mod tiff_palette {
         let entries = usize::from(reader.u16_at(ifd)?);
         let (mut photometric_at, mut color_map_at, mut bits, mut samples) = (None, None, None, 1);
         for i in 0..entries {
-            let entry = ifd + 2 + 12 * i;
-            let (tag, count) = (reader.u16_at(entry)?, reader.u32_at(entry + 4)?);
+            let entry = ifd.checked_add(2 + 12 * i)?;
+            let (tag, count) = (reader.u16_at(entry)?, reader.u32_at(entry.checked_add(4)?)?);
             // SHORT values of count 1 sit in the first two bytes of the value field.
             match tag {
                 PHOTOMETRIC if reader.u16_at(entry + 8)? == PALETTE => {
@@ -457,7 +508,7 @@ mod tiff_palette {
         let mut palette = Box::new([[0u8; 3]; 256]);
         for (i, rgb) in palette.iter_mut().enumerate() {
             for (c, value) in rgb.iter_mut().enumerate() {
-                *value = (reader.u16_at(color_map_at + 2 * (c * 256 + i))? / 256) as u8;
+                *value = (reader.u16_at(color_map_at.checked_add(2 * (c * 256 + i))?)? / 256) as u8;
             }
         }
         let mut patched = bytes.to_vec();

@@ -45,6 +45,24 @@ pub enum ImagingError {
         /// The layout found.
         layout: String,
     },
+    /// The header declares more pixels than the limit allows (a possible decompression bomb).
+    #[error(
+        "{format} image of {width}x{height} = {pixels} pixels is over the limit of {limit} pixels (twice Pillow's \
+         MAX_IMAGE_PIXELS) and could be a decompression bomb; if the file is trusted, raise the limit \
+         (vlad: --max-image-pixels N, 0 for none)"
+    )]
+    TooManyPixels {
+        /// The container format.
+        format: &'static str,
+        /// Width in the header.
+        width: u32,
+        /// Height in the header.
+        height: u32,
+        /// width × height.
+        pixels: u64,
+        /// The largest accepted pixel count.
+        limit: u64,
+    },
     /// A raw pixel buffer does not have the length its dimensions require.
     #[error("{what} has {found} values, expected {expected} for {width}x{height}")]
     BufferLength {

@@ -13,11 +13,16 @@
 
 mod decode;
 mod error;
+mod limits;
 mod mask;
 mod resample;
 mod tensor;
 
-pub use decode::{decode_luma, decode_rgb, open_luma, open_rgb, rgb_from_rgba_bytes};
+pub use decode::{
+    decode_luma, decode_luma_with_limits, decode_rgb, decode_rgb_with_limits, image_dimensions, open_luma, open_rgb,
+    rgb_from_rgba_bytes,
+};
+pub use limits::{ImageLimits, PIL_MAX_IMAGE_PIXELS, max_image_pixels, set_max_image_pixels};
 pub use error::ImagingError;
 pub use image::{GrayImage, RgbImage};
 pub use mask::{binarize_nonzero, resize_mask_bilinear_threshold, resize_mask_nearest};

@@ -5,12 +5,9 @@
 //! `image_auroc`, `image_ap`, `image_f1_max`, `pixel_auroc`, `pixel_ap`, `pixel_f1_max`, `aupro` as
 //! fractions in [0, 1]: keys of inputs not given are omitted, undefined values are `null`.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use npyz::{DType, Endianness, NpyFile, Order, TypeChar};
 use serde_json::{Map, Value, json};
 use vlad_metrics::{ApConvention, BinaryMetrics, MapShape, PixelEvaluator, PixelMetrics, ProConvention};
 
@@ -177,53 +174,21 @@ fn text_report(image: Option<&BinaryMetrics>, pixel: Option<&(MapShape, PixelMet
     s
 }
 
-fn open_npy(path: &Path) -> Result<NpyFile<BufReader<File>>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let npy = NpyFile::new(BufReader::new(file)).with_context(|| format!("{}: not a .npy file", path.display()))?;
-    if npy.order() != Order::C && npy.shape().len() > 1 {
-        bail!("{}: Fortran-ordered array; save it C-ordered (np.ascontiguousarray)", path.display());
-    }
-    Ok(npy)
+fn read_npy<T>(path: &Path, read: fn(&[u8]) -> Result<T, vlad_data::npy::NpyError>) -> Result<T> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    read(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-fn shape_of(npy: &NpyFile<BufReader<File>>) -> Vec<usize> {
-    npy.shape().iter().map(|&d| d as usize).collect()
-}
-
-/// Reads a little-endian float32 array and its shape (refuses other dtypes, naming the file).
+/// Reads a little-endian float32 array and its shape (refuses other dtypes, naming the file: the
+/// metrics are defined on float32 scores, and a silent conversion could merge distinct scores into
+/// ties; convert with `.astype(np.float32)`).
 pub(crate) fn read_f32(path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
-    let npy = open_npy(path)?;
-    let shape = shape_of(&npy);
-    match npy.dtype() {
-        DType::Plain(t) if t.type_char() == TypeChar::Float && t.size_field() == 4 && t.endianness() != Endianness::Big => {
-            let values = npy.into_vec::<f32>().with_context(|| format!("cannot read {}", path.display()))?;
-            Ok((values, shape))
-        }
-        other => bail!(
-            "{}: dtype {}, expected float32 ('<f4'); convert with .astype(np.float32) (the metrics are defined on \
-             float32 scores, and a silent conversion could merge distinct scores into ties)",
-            path.display(),
-            other.descr()
-        ),
-    }
+    read_npy(path, vlad_data::npy::read_f32)
 }
 
 /// Reads a uint8 or bool array (non-zero = anomalous) and its shape.
 fn read_labels(path: &Path) -> Result<(Vec<u8>, Vec<usize>)> {
-    let npy = open_npy(path)?;
-    let shape = shape_of(&npy);
-    let values = match npy.dtype() {
-        DType::Plain(t) if t.type_char() == TypeChar::Bool && t.size_field() == 1 => {
-            npy.into_vec::<bool>().map(|v| v.into_iter().map(u8::from).collect())
-        }
-        DType::Plain(t) if t.type_char() == TypeChar::Uint && t.size_field() == 1 => npy.into_vec::<u8>(),
-        other => bail!(
-            "{}: dtype {}, expected uint8 ('|u1') or bool ('|b1'); convert with .astype(np.uint8)",
-            path.display(),
-            other.descr()
-        ),
-    };
-    Ok((values.with_context(|| format!("cannot read {}", path.display()))?, shape))
+    read_npy(path, vlad_data::npy::read_u8_or_bool)
 }
 
 fn expect_rank(path: &Path, shape: &[usize], rank: usize, expected: &str) -> Result<()> {

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::WeightError;
+use super::torch_zip::TensorBytes;
 
 /// Container format of a weight file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +58,7 @@ impl std::fmt::Display for SourceDType {
 /// Backing storage shared by the entries of one file.
 enum Buffer {
     Owned(Vec<u8>),
-    #[cfg(feature = "pytorch")]
+    #[cfg(feature = "mmap")]
     Mapped(memmap2::Mmap),
 }
 
@@ -65,7 +66,7 @@ impl Buffer {
     fn bytes(&self) -> &[u8] {
         match self {
             Self::Owned(v) => v,
-            #[cfg(feature = "pytorch")]
+            #[cfg(feature = "mmap")]
             Self::Mapped(m) => m,
         }
     }
@@ -74,8 +75,6 @@ impl Buffer {
 #[derive(Clone)]
 enum Payload {
     Slice { buffer: Arc<Buffer>, start: usize, end: usize },
-    #[cfg(feature = "pytorch")]
-    Pytorch(pytorch_reader::Tensor),
     Burnpack(burn_pack::Tensor),
     Values(Arc<Vec<f32>>),
 }
@@ -143,11 +142,6 @@ impl Entry {
         let values = match &self.payload {
             Payload::Values(v) => v.as_ref().clone(),
             Payload::Slice { buffer, start, end } => convert(&buffer.bytes()[*start..*end], self.dtype, name)?,
-            #[cfg(feature = "pytorch")]
-            Payload::Pytorch(t) => {
-                let bytes = t.read().map_err(|e| WeightError::Tensor { name: name.to_string(), message: format!("cannot read: {e}") })?;
-                convert(&bytes, self.dtype, name)?
-            }
             Payload::Burnpack(t) => {
                 let bytes = t.to_bytes().map_err(|e| WeightError::Tensor { name: name.to_string(), message: format!("cannot read: {e}") })?;
                 convert(&bytes, self.dtype, name)?
@@ -200,7 +194,8 @@ const BURNPACK_MAGIC: [u8; 4] = 0x4255524Eu32.to_le_bytes();
 impl WeightFile {
     /// Opens a file, detecting the container from its first bytes (zip → PyTorch; `BURN` →
     /// burnpack; otherwise safetensors). `top_level_key` selects a nested state dict in a
-    /// PyTorch file (e.g. `state_dict`, `MyModel`).
+    /// PyTorch file (e.g. `state_dict`, `MyModel`). Safetensors and PyTorch files are mapped
+    /// into memory (feature `mmap`), not read.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: &Path, top_level_key: Option<&str>) -> Result<Self, WeightError> {
         use std::io::Read;
@@ -208,66 +203,25 @@ impl WeightFile {
         let mut head = [0u8; 4];
         let mut file = std::fs::File::open(path).map_err(|e| file_error(&origin, format!("cannot open: {e}")))?;
         let n = file.read(&mut head).map_err(|e| file_error(&origin, format!("cannot read: {e}")))?;
-        if n >= 4 && &head == b"PK\x03\x04" {
-            return Self::open_pytorch(path, top_level_key);
-        }
-        if top_level_key.is_some() {
+        let is_zip = n >= 4 && &head == b"PK\x03\x04";
+        if top_level_key.is_some() && !is_zip {
             return Err(file_error(&origin, "a top-level key only applies to PyTorch files"));
         }
         if n >= 4 && head == BURNPACK_MAGIC {
             let reader = burn_pack::Reader::from_file(path).map_err(|e| file_error(&origin, format!("invalid burnpack: {e}")))?;
             return Self::parse_burnpack(reader, origin);
         }
-        #[cfg(feature = "pytorch")]
+        #[cfg(feature = "mmap")]
         let buffer = Buffer::Mapped(
             // SAFETY: the map is read-only and the file is not expected to change while loading.
             unsafe { memmap2::Mmap::map(&file) }.map_err(|e| file_error(&origin, format!("cannot map: {e}")))?,
         );
-        #[cfg(not(feature = "pytorch"))]
+        #[cfg(not(feature = "mmap"))]
         let buffer = Buffer::Owned(std::fs::read(path).map_err(|e| file_error(&origin, format!("cannot read: {e}")))?);
+        if is_zip {
+            return Self::parse_pytorch(Arc::new(buffer), origin, top_level_key);
+        }
         Self::parse_safetensors(Arc::new(buffer), origin)
-    }
-
-    #[cfg(all(not(target_arch = "wasm32"), feature = "pytorch"))]
-    fn open_pytorch(path: &Path, top_level_key: Option<&str>) -> Result<Self, WeightError> {
-        let origin = path.display().to_string();
-        let reader = match top_level_key {
-            Some(key) => pytorch_reader::PytorchReader::with_top_level_key(path, key),
-            None => pytorch_reader::PytorchReader::new(path),
-        }
-        .map_err(|e| file_error(&origin, format!("not a readable PyTorch checkpoint: {e}")))?;
-        let mut entries = BTreeMap::new();
-        let mut skipped = Vec::new();
-        for (name, tensor) in reader.into_tensors() {
-            use pytorch_reader::DType as P;
-            let dtype = match tensor.dtype() {
-                P::F16 => SourceDType::F16,
-                P::BF16 => SourceDType::BF16,
-                P::F32 => SourceDType::F32,
-                P::F64 => SourceDType::F64,
-                P::I64 => SourceDType::Integer("i64"),
-                P::I32 => SourceDType::Integer("i32"),
-                P::I16 => SourceDType::Integer("i16"),
-                P::I8 => SourceDType::Integer("i8"),
-                P::U64 => SourceDType::Integer("u64"),
-                P::U32 => SourceDType::Integer("u32"),
-                P::U16 => SourceDType::Integer("u16"),
-                P::U8 => SourceDType::Integer("u8"),
-                P::Bool => SourceDType::Integer("bool"),
-            };
-            if let SourceDType::Integer(t) = dtype {
-                skipped.push((name, format!("{t} tensor")));
-                continue;
-            }
-            let shape = tensor.shape().to_vec();
-            entries.insert(name, Entry { shape, dtype, transpose: false, payload: Payload::Pytorch(tensor) });
-        }
-        Ok(Self { origin, format: WeightFormat::PytorchZip, metadata: BTreeMap::new(), entries, skipped })
-    }
-
-    #[cfg(all(not(target_arch = "wasm32"), not(feature = "pytorch")))]
-    fn open_pytorch(path: &Path, _top_level_key: Option<&str>) -> Result<Self, WeightError> {
-        Err(file_error(&path.display().to_string(), "PyTorch files need the `pytorch` feature; convert to safetensors first"))
     }
 
     /// Reads a safetensors, burnpack or PyTorch zip file from memory (the browser path).
@@ -279,7 +233,7 @@ impl WeightFile {
     /// file (e.g. `MyModel`); an error for the other formats.
     pub fn from_bytes_with_key(bytes: Vec<u8>, origin: &str, top_level_key: Option<&str>) -> Result<Self, WeightError> {
         if bytes.starts_with(b"PK\x03\x04") {
-            return Self::parse_pytorch_bytes(&bytes, origin, top_level_key);
+            return Self::parse_pytorch(Arc::new(Buffer::Owned(bytes)), origin.to_string(), top_level_key);
         }
         if top_level_key.is_some() {
             return Err(file_error(origin, "a top-level key only applies to PyTorch files"));
@@ -292,28 +246,28 @@ impl WeightFile {
         Self::parse_safetensors(Arc::new(Buffer::Owned(bytes)), origin.to_string())
     }
 
-    fn parse_pytorch_bytes(bytes: &[u8], origin: &str, top_level_key: Option<&str>) -> Result<Self, WeightError> {
-        let tensors =
-            super::torch_zip::read(bytes, top_level_key).map_err(|e| file_error(origin, format!("not a readable PyTorch checkpoint: {e}")))?;
-        // One buffer for all tensors, each a slice of it (as safetensors entries are).
-        let mut data = Vec::with_capacity(tensors.values().map(|t| t.bytes.len()).sum());
-        let mut spans = Vec::with_capacity(tensors.len());
+    fn parse_pytorch(buffer: Arc<Buffer>, origin: String, top_level_key: Option<&str>) -> Result<Self, WeightError> {
+        let bytes = buffer.bytes();
+        // Strided views copied out may take at most as many bytes as the file has.
+        let tensors = super::torch_zip::read(bytes, top_level_key, bytes.len() as u64)
+            .map_err(|e| file_error(&origin, format!("not a readable PyTorch checkpoint: {e}")))?;
+        let mut entries = BTreeMap::new();
         let mut skipped = Vec::new();
         for (name, t) in tensors {
             if let SourceDType::Integer(kind) = t.dtype {
                 skipped.push((name, format!("{kind} tensor")));
                 continue;
             }
-            let start = data.len();
-            data.extend_from_slice(&t.bytes);
-            spans.push((name, t.shape, t.dtype, start, data.len()));
+            let payload = match t.bytes {
+                TensorBytes::Span { start, end } => Payload::Slice { buffer: buffer.clone(), start, end },
+                TensorBytes::Owned(data) => {
+                    let end = data.len();
+                    Payload::Slice { buffer: Arc::new(Buffer::Owned(data)), start: 0, end }
+                }
+            };
+            entries.insert(name, Entry { shape: t.shape, dtype: t.dtype, transpose: false, payload });
         }
-        let buffer = Arc::new(Buffer::Owned(data));
-        let entries = spans
-            .into_iter()
-            .map(|(name, shape, dtype, start, end)| (name, Entry { shape, dtype, transpose: false, payload: Payload::Slice { buffer: buffer.clone(), start, end } }))
-            .collect();
-        Ok(Self { origin: origin.to_string(), format: WeightFormat::PytorchZip, metadata: BTreeMap::new(), entries, skipped })
+        Ok(Self { origin, format: WeightFormat::PytorchZip, metadata: BTreeMap::new(), entries, skipped })
     }
 
     fn parse_safetensors(buffer: Arc<Buffer>, origin: String) -> Result<Self, WeightError> {

@@ -106,12 +106,18 @@ impl<'de> Deserialize<'de> for RawSplit {
 /// Read a `meta.json` file; paths resolve against the file's folder.
 pub fn read_meta_json(path: &Path) -> Result<DatasetIndex, DataError> {
     let text = read_text(path, "meta.json file")?;
+    parse_meta_json(&text, path)
+}
+
+/// Parse the text of a `meta.json` file read from `path` (named in errors; paths resolve against its
+/// folder). Listed files that do not exist become [`Problem`]s, as in [`read_meta_json`].
+pub fn parse_meta_json(text: &str, path: &Path) -> Result<DatasetIndex, DataError> {
     let json_err = |e: serde_json::Error| DataError::Json {
         path: path.to_path_buf(),
         line: Some(e.line() as u64),
         message: e.to_string(),
     };
-    let top: Ordered<RawSplit> = serde_json::from_str(&text).map_err(json_err)?;
+    let top: Ordered<RawSplit> = serde_json::from_str(text).map_err(json_err)?;
     let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut samples = Vec::new();
     let mut problems = Vec::new();
@@ -250,6 +256,11 @@ fn parse_meta_split(
 /// Read AA-CLIP JSON Lines; paths resolve against `root` (the dataset root, not the jsonl's folder).
 pub fn read_jsonl(path: &Path, root: &Path) -> Result<DatasetIndex, DataError> {
     let text = read_text(path, "jsonl file")?;
+    parse_jsonl(&text, path, root)
+}
+
+/// Parse the text of AA-CLIP JSON Lines read from `path` (named in errors); paths resolve against `root`.
+pub fn parse_jsonl(text: &str, path: &Path, root: &Path) -> Result<DatasetIndex, DataError> {
     let mut samples = Vec::new();
     let mut problems = Vec::new();
     for (i, line) in text.lines().enumerate() {

@@ -22,9 +22,9 @@ pub mod visa;
 
 use std::path::{Path, PathBuf};
 
-pub use meta::{MetaEntry, read_jsonl, read_meta_json, write_meta_json};
+pub use meta::{MetaEntry, parse_jsonl, parse_meta_json, read_jsonl, read_meta_json, write_meta_json};
 pub use mvtec::{read_folder, read_mvtec};
-pub use visa::{DEFAULT_SPLIT_CSV, read_visa};
+pub use visa::{DEFAULT_SPLIT_CSV, parse_visa_csv, read_visa};
 
 use crate::error::DataError;
 use crate::index::{DatasetFormat, DatasetIndex};

@@ -28,11 +28,17 @@ pub fn read_visa(root: &Path, split_csv: Option<&str>) -> Result<DatasetIndex, D
             path: csv_path,
         });
     }
+    let file = std::fs::File::open(&csv_path).map_err(|e| DataError::io("open", &csv_path, e))?;
+    parse_visa_csv(file, &csv_path, root)
+}
+
+/// Parse a VisA split csv read from `csv_path` (named in errors); image and mask paths resolve against `root`.
+pub fn parse_visa_csv(csv: impl std::io::Read, csv_path: &Path, root: &Path) -> Result<DatasetIndex, DataError> {
+    let csv_path = csv_path.to_path_buf();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
-        .from_path(&csv_path)
-        .map_err(|e| csv_error(&csv_path, 1, e))?;
+        .from_reader(csv);
     let headers = reader
         .headers()
         .map_err(|e| csv_error(&csv_path, 1, e))?
