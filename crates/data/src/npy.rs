@@ -73,7 +73,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, NpyError> {
         return Err(bad("magic \\x93NUMPY not found"));
     }
     let (len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
         2 | 3 => {
             if bytes.len() < 12 {
                 return Err(bad("truncated before the header length"));
@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn refuses_hostile_headers_by_name() {
-        let file = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }", &[0; 16]);
+        let file = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4611686018427387904, 4611686018427387904), }", &[0; 16]);
         let err = read_f32(&file).unwrap_err();
         assert!(matches!(err, NpyError::Size { declared: None, .. }), "{err}");
         let file = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }", &[0; 16]);

@@ -47,8 +47,8 @@ pub enum ImagingError {
     },
     /// The header declares more pixels than the limit allows (a possible decompression bomb).
     #[error(
-        "{format} image of {width}x{height} = {pixels} pixels is over the limit of {limit} pixels (twice Pillow's \
-         MAX_IMAGE_PIXELS) and could be a decompression bomb; if the file is trusted, raise the limit \
+        "{format} image of {width}x{height} = {pixels} pixels is over the limit of {limit} pixels (twice the warning threshold, Pillow's rule) \
+         and could be a decompression bomb; if the file is trusted, raise the limit \
          (vlad: --max-image-pixels N, 0 for none)"
     )]
     TooManyPixels {

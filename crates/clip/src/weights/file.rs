@@ -272,7 +272,7 @@ impl WeightFile {
 
     fn parse_safetensors(buffer: Arc<Buffer>, origin: String) -> Result<Self, WeightError> {
         let (header_len, metadata) = safetensors::SafeTensors::read_metadata(buffer.bytes())
-            .map_err(|e| file_error(&origin, format!("not a safetensors, PyTorch zip or burnpack file ({e})")))?;
+            .map_err(|e| file_error(&origin, explain_safetensors(buffer.bytes(), e)))?;
         let data_start = 8 + header_len;
         let mut entries = BTreeMap::new();
         let mut skipped = Vec::new();
@@ -349,4 +349,62 @@ impl WeightFile {
     pub fn select_prefix(&self, prefix: &str) -> BTreeMap<String, Entry> {
         self.entries.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|rest| (rest.to_string(), v.clone()))).collect()
     }
+}
+
+/// A safetensors refusal in words: the crate's errors do not say which tensor or how large, so the
+/// header is looked at again (it is already known to be at most 100 MB and inside the file).
+fn explain_safetensors(bytes: &[u8], err: safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    let declared = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+    match (&err, declared) {
+        (E::HeaderTooSmall, _) => return "not a safetensors, PyTorch zip or burnpack file (shorter than 8 bytes)".into(),
+        (E::HeaderTooLarge, Some(n)) => {
+            return format!(
+                "safetensors header declares {n} bytes (at most 100000000 accepted, the file has {}); refused",
+                bytes.len()
+            );
+        }
+        (E::InvalidHeaderLength, Some(n)) => {
+            return format!("safetensors header declares {n} bytes, the file has only {}", bytes.len());
+        }
+        (E::InvalidHeader(_) | E::InvalidHeaderDeserialization(_), _) => {
+            return format!("not a safetensors, PyTorch zip or burnpack file ({err})");
+        }
+        _ => {}
+    }
+    let header = declared
+        .and_then(|n| usize::try_from(n).ok()?.checked_add(8))
+        .and_then(|end| bytes.get(8..end))
+        .and_then(|h| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(h).ok());
+    let Some(header) = header else { return format!("invalid safetensors header: {err}") };
+    let data_len = (bytes.len() as u128).saturating_sub(8 + declared.unwrap_or(0) as u128);
+    for (name, info) in header.iter().filter(|(k, _)| k.as_str() != "__metadata__") {
+        let shape: Vec<u64> = info["shape"].as_array().map(|a| a.iter().filter_map(|d| d.as_u64()).collect()).unwrap_or_default();
+        let item_bits: u128 = match info["dtype"].as_str().unwrap_or("") {
+            "F64" | "I64" | "U64" => 64,
+            "F32" | "I32" | "U32" => 32,
+            "F16" | "BF16" | "I16" | "U16" => 16,
+            "F4" => 4,
+            "F6_E2M3" | "F6_E3M2" => 6,
+            _ => 8,
+        };
+        let offsets: Vec<u128> = info["data_offsets"].as_array().map(|a| a.iter().filter_map(|d| d.as_u64().map(u128::from)).collect()).unwrap_or_default();
+        let needed = shape.iter().try_fold(item_bits, |acc, &d| acc.checked_mul(d as u128)).map(|bits| bits.div_ceil(8));
+        let span = match offsets[..] {
+            [s, e] if e >= s => Some((s, e)),
+            _ => None,
+        };
+        match (needed, span) {
+            (None, _) => return format!("tensor `{name}`: shape {shape:?} overflows any size"),
+            (Some(n), Some((s, e))) if e - s != n => {
+                return format!("tensor `{name}`: shape {shape:?} needs {n} bytes, its data_offsets [{s}, {e}] span {}", e - s);
+            }
+            (_, Some((_, e))) if e > data_len => {
+                return format!("tensor `{name}`: data_offsets end at {e}, the data part has {data_len} bytes");
+            }
+            (_, None) => return format!("tensor `{name}`: invalid data_offsets {}", info["data_offsets"]),
+            _ => {}
+        }
+    }
+    format!("invalid safetensors: {err}")
 }
