@@ -192,6 +192,9 @@ pub fn image_dimensions(bytes: &[u8]) -> Result<(u32, u32), ImagingError> {
         return Ok((reader.info().width, reader.info().height));
     }
     let (format, format_name) = guess(bytes)?;
+    if format == image::ImageFormat::Tiff {
+        tiff_palette::check_value_sizes(bytes)?;
+    }
     image::ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
         .map_err(|e| ImagingError::Decode { format: format_name, message: e.to_string() })
@@ -199,7 +202,10 @@ pub fn image_dimensions(bytes: &[u8]) -> Result<(u32, u32), ImagingError> {
 
 /// The container of non-PNG bytes, with its name for messages.
 fn guess(bytes: &[u8]) -> Result<(image::ImageFormat, &'static str), ImagingError> {
-    let format = image::guess_format(bytes).map_err(|_| ImagingError::UnknownFormat {
+    // `image` guesses classic TIFF only; its TIFF decoder also reads BigTIFF (as Pillow does).
+    let big_tiff = bytes.starts_with(b"II+\0") || bytes.starts_with(b"MM\0+");
+    let format = if big_tiff { Ok(image::ImageFormat::Tiff) } else { image::guess_format(bytes) };
+    let format = format.map_err(|_| ImagingError::UnknownFormat {
         start: bytes
             .iter()
             .take(8)
@@ -235,6 +241,9 @@ fn decode_pil(bytes: &[u8], limits: &ImageLimits) -> Result<PilImage, ImagingErr
         return decode_png(bytes, limits);
     }
     let (format, format_name) = guess(bytes)?;
+    if format == image::ImageFormat::Tiff {
+        tiff_palette::check_value_sizes(bytes)?;
+    }
     // The `tiff` crate does not decode palette images: decode the indices as grey and apply
     // the colour map here.
     let (to_decode, tiff_palette) = match format {
@@ -467,6 +476,79 @@ mod tiff_palette {
                 u32::from_le_bytes(raw)
             })
         }
+    }
+
+    /// Bytes per value of the TIFF field types (TIFF 6.0 and BigTIFF); 0 for unknown types.
+    fn type_size(field_type: u16) -> u64 {
+        match field_type {
+            1 | 2 | 6 | 7 => 1,
+            3 | 8 => 2,
+            4 | 9 | 11 | 13 => 4,
+            5 | 10 | 12 | 16 | 17 | 18 => 8,
+            _ => 0,
+        }
+    }
+
+    /// Refuses a TIFF whose first directory declares a field with more bytes than the file
+    /// holds. The `tiff` crate reserves room for a field's declared values before reading them,
+    /// while it opens the file and before any limit can be set: up to 256 MiB for a 500-byte
+    /// file (found by `vlad-fuzz`). A real field's values are in the file, so a count above the
+    /// file's length is a damaged or hostile file.
+    pub(super) fn check_value_sizes(bytes: &[u8]) -> Result<(), crate::ImagingError> {
+        let big_endian = match bytes.get(..2) {
+            Some(b"II") => false,
+            Some(b"MM") => true,
+            _ => return Ok(()), // not TIFF: the decoder names the problem
+        };
+        let reader = Reader { bytes, big_endian };
+        let u64_at = |at: usize| -> Option<u64> {
+            let raw: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
+            Some(if big_endian { u64::from_be_bytes(raw) } else { u64::from_le_bytes(raw) })
+        };
+        // (IFD offset, entry count, entry size, where the count sits in an entry, count width)
+        let layout = match reader.u16_at(2) {
+            Some(42) => reader.u32_at(4).and_then(|ifd| {
+                let ifd = usize::try_from(ifd).ok()?;
+                Some((ifd.checked_add(2)?, u64::from(reader.u16_at(ifd)?), 12usize, false))
+            }),
+            Some(43) => u64_at(8).and_then(|ifd| {
+                let ifd = usize::try_from(ifd).ok()?;
+                Some((ifd.checked_add(8)?, u64_at(ifd)?, 20usize, true))
+            }),
+            _ => None,
+        };
+        // A directory that cannot be read is the decoder's error to report.
+        let Some((first_entry, entries, entry_size, big)) = layout else { return Ok(()) };
+        let file_len = bytes.len() as u64;
+        for i in 0..entries.min(file_len / entry_size as u64) {
+            // Checked: on wasm32 an offset near 4 GiB would wrap.
+            let Some(entry) = usize::try_from(i).ok().and_then(|i| first_entry.checked_add(entry_size * i)) else {
+                break;
+            };
+            let (Some(tag), Some(field_type)) = (reader.u16_at(entry), reader.u16_at(entry + 2)) else {
+                break;
+            };
+            if big && type_size(field_type) == 0 {
+                // `tiff` 0.11 skips 8 bytes of an unknown-type entry where BigTIFF has 16, and so
+                // reads the rest of the directory out of frame (found by `vlad-fuzz`).
+                return Err(crate::ImagingError::Decode {
+                    format: "TIFF",
+                    message: format!("BigTIFF field {tag} has the unknown type {field_type}, which the decoder cannot skip"),
+                });
+            }
+            let count = if big { u64_at(entry + 4) } else { reader.u32_at(entry + 4).map(u64::from) };
+            let Some(count) = count else { break };
+            let declared = count.saturating_mul(type_size(field_type));
+            if declared > file_len {
+                return Err(crate::ImagingError::Decode {
+                    format: "TIFF",
+                    message: format!(
+                        "field {tag} declares {count} values ({declared} bytes) but the whole file has {file_len} bytes"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// For a classic TIFF whose first image is an 8-bit, one-sample palette image: a copy of

@@ -53,12 +53,40 @@ fn a_lower_limit_refuses_what_pillow_only_warns_about() {
     assert!(matches!(err, ImagingError::TooManyPixels { limit: 80_000_000, .. }), "{err}");
 }
 
+/// Found by `vlad-fuzz`: a TIFF field declaring more values than the file holds made the `tiff`
+/// crate reserve up to 256 MiB while opening a 500-byte file, before any limit applied.
+#[test]
+fn tiff_fields_declaring_more_bytes_than_the_file_are_refused() {
+    for (name, count, len) in [("tiff_field_count.tiff", 0x7fff_ffffu64, 150u64), ("bigtiff_field_count.tiff", 1 << 40, 248)] {
+        let data = bytes(name);
+        let errors = [
+            image_dimensions(&data).map(|_| ()).unwrap_err(),
+            decode_rgb(&data).map(|_| ()).unwrap_err(),
+            decode_luma(&data).map(|_| ()).unwrap_err(),
+        ];
+        for err in errors {
+            assert!(matches!(err, ImagingError::Decode { format: "TIFF", .. }), "{name}: {err:?}");
+            let text = err.to_string();
+            let expected = format!("field 305 declares {count} values ({count} bytes) but the whole file has {len} bytes");
+            assert!(text.contains(&expected), "{name}: {text}");
+        }
+    }
+    let err = decode_luma(&bytes("bigtiff_unknown_type.tiff")).map(|_| ()).unwrap_err().to_string();
+    assert!(err.contains("BigTIFF field 305 has the unknown type 99"), "{err}");
+    // The same file with an honest count decodes: the check refuses only impossible counts.
+    for name in ["tiff_field_ok.tiff", "bigtiff_field_ok.tiff"] {
+        let ok = decode_luma(&bytes(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(ok.dimensions(), (4, 4), "{name}");
+        assert!(ok.pixels().all(|p| p.0 == [0x80]), "{name}");
+    }
+}
+
 /// Peak resident memory of this test process (every test in this file runs in it).
 #[cfg(target_os = "linux")]
 #[test]
 fn refusing_bombs_allocates_nothing_large() {
     for _ in 0..3 {
-        for (name, ..) in BOMBS {
+        for name in BOMBS.map(|b| b.0).into_iter().chain(["tiff_field_count.tiff", "bigtiff_field_count.tiff"]) {
             let data = bytes(name);
             assert!(decode_rgb(&data).is_err() && decode_luma(&data).is_err());
         }

@@ -33,6 +33,13 @@ static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 static ITERATION: AtomicU64 = AtomicU64::new(0);
 static TARGET: AtomicUsize = AtomicUsize::new(usize::MAX);
+static ABORT_ABOVE: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Aborts the process at the first single allocation above `bytes`, so that a debugger shows
+/// who asked for it (`vlad-fuzz --abort-above`).
+pub fn abort_above(bytes: usize) {
+    ABORT_ABOVE.store(bytes, Ordering::Relaxed);
+}
 
 /// The system allocator, counting live bytes and their peak.
 pub struct CountingAlloc;
@@ -40,6 +47,9 @@ pub struct CountingAlloc;
 // SAFETY: forwards to the system allocator; the counters are only statistics.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > ABORT_ABOVE.load(Ordering::Relaxed) {
+            std::process::abort();
+        }
         if layout.size() > HARD_ALLOC_LIMIT {
             refuse(layout.size());
             return std::ptr::null_mut();
@@ -52,6 +62,9 @@ unsafe impl GlobalAlloc for CountingAlloc {
         p
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if layout.size() > ABORT_ABOVE.load(Ordering::Relaxed) {
+            std::process::abort();
+        }
         if layout.size() > HARD_ALLOC_LIMIT {
             refuse(layout.size());
             return std::ptr::null_mut();
@@ -68,6 +81,9 @@ unsafe impl GlobalAlloc for CountingAlloc {
         CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if new_size > ABORT_ABOVE.load(Ordering::Relaxed) {
+            std::process::abort();
+        }
         if new_size > HARD_ALLOC_LIMIT {
             refuse(new_size);
             return std::ptr::null_mut();
@@ -203,6 +219,8 @@ pub struct Report {
     pub seconds: f64,
     /// The largest number of bytes one input made the loader hold at once.
     pub peak_bytes: usize,
+    /// The iteration of that input (`u64::MAX - i` for seed `i`).
+    pub peak_iteration: u64,
     /// The slowest input, in seconds.
     pub slowest: f64,
     /// Inputs that panicked or went over [`PEAK_ALLOC_LIMIT`], saved under the crash folder.
@@ -240,7 +258,10 @@ pub fn fuzz(target_index: usize, from: u64, iterations: u64, seed: u64, crash_di
         let seconds = t.elapsed().as_secs_f64();
         let peak = PEAK.load(Ordering::Relaxed).saturating_sub(base);
         report.executions += 1;
-        report.peak_bytes = report.peak_bytes.max(peak);
+        if peak > report.peak_bytes {
+            report.peak_bytes = peak;
+            report.peak_iteration = iteration;
+        }
         report.slowest = report.slowest.max(seconds);
         let problem = match outcome {
             Err(panic) => Some(format!(
@@ -347,3 +368,4 @@ pub fn mutate(corpus: &[Vec<u8>], seed: u64, iteration: u64, out: &mut Vec<u8>) 
     // Inputs stay small so that a run covers many of them.
     out.truncate(1 << 20);
 }
+

@@ -1,4 +1,4 @@
-//! The bounded fuzz run of CI: every loader gets its seeds and `VLAD_FUZZ_ITERS` (default 3000)
+//! The bounded fuzz run of CI: every loader gets its seeds and `VLAD_FUZZ_ITERS` (default 50,000)
 //! mutated inputs; none may panic, hang, or hold more than the harness's allocation limits.
 //! The long run is `cargo run --release -p vlad-fuzz -- --iters 1000000` (README, "Untrusted input").
 
@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 #[test]
 fn every_loader_survives_its_mutated_seeds() {
-    let iterations: u64 = std::env::var("VLAD_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
+    let iterations: u64 = std::env::var("VLAD_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
     let crashes = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fuzz-crashes");
     let mut failures = Vec::new();
     for (i, target) in vlad_fuzz::TARGETS.iter().enumerate() {
