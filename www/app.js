@@ -1,7 +1,7 @@
 // The Detect tab: engine start, model loading (file, URL, cache), detector settings, reference
 // images, and scoring uploaded images into side-by-side overlays.
 import { t, setLanguage, initialLanguage, currentLanguage, translate, formatBytes } from './i18n.js';
-import { EngineHost, loadWasm, errorText } from './engine.js';
+import { EngineHost, GpuFailure, loadWasm, errorText } from './engine.js';
 import * as weights from './weights.js';
 import { decodeImage, displaySize, displayPixels } from './images.js';
 import { resizeBilinear, composeOverlay, drawLegend } from './overlay.js';
@@ -89,6 +89,18 @@ async function startEngine() {
 host.onFatal = (text) => {
   setStatus($('engine-status'), 'engine.broken', { error: text }, 'error');
   showError(t('engine.broken', { error: text }));
+};
+
+/**
+ * The WebGPU engine stopped (device lost, out of GPU memory): carry on with the CPU engine for
+ * this visit (the stored GPU preference is kept), with the same weights, detector, checkpoints,
+ * references and images; the interrupted images are scored again.
+ */
+host.onGpuLost = async (text) => {
+  $('use-gpu').checked = false;
+  showError(t('engine.gpu-lost', { error: text }));
+  for (const item of state.items) if (item.state === 'running') setItemState(item, 'waiting');
+  if (await startEngine()) await reloadModel();
 };
 
 // ------------------------------------------------------------------ model
@@ -588,6 +600,8 @@ async function scoreQueued() {
     }
   } finally {
     state.scoring = false;
+    // Images queued while the loop was ending (the engine restarted under it) still get scored.
+    if (state.detectorReady && state.items.some((i) => i.state === 'queued')) queueMicrotask(scoreQueued);
   }
 }
 
@@ -616,7 +630,10 @@ async function scoreItem(item) {
     if ($('scale').value === 'shared') renderAll();
     else renderItem(item);
   } catch (e) {
-    if (generation !== state.generation && !host.fatal) setItemState(item, state.detectorReady ? 'queued' : 'waiting');
+    if (item.removed) return;
+    // The GPU went away under this image: it waits for the CPU engine (host.onGpuLost).
+    if (e instanceof GpuFailure) setItemState(item, state.detectorReady && host.ready ? 'queued' : 'waiting');
+    else if (generation !== state.generation && !host.fatal) setItemState(item, state.detectorReady ? 'queued' : 'waiting');
     else setItemState(item, 'error', errorText(e));
   }
 }

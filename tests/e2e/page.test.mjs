@@ -68,6 +68,18 @@ async function waitReady(page, selector, what, stale = null) {
 
 async function runMode(browser, baseUrl, mode) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 1000 }, locale: 'en-US' });
+  // Every GPUDevice the page obtains, so that the device-loss check can destroy it.
+  await context.addInitScript(() => {
+    window.__vladDevices = [];
+    const proto = globalThis.GPUAdapter?.prototype;
+    const original = proto?.requestDevice;
+    if (typeof original !== 'function') return;
+    proto.requestDevice = async function requestDevice(...args) {
+      const device = await original.apply(this, args);
+      window.__vladDevices.push(device);
+      return device;
+    };
+  });
   const page = await context.newPage();
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(e.message));
@@ -202,7 +214,66 @@ async function checkPage(page, baseUrl, mode, pageErrors) {
 
   assert.ok(await page.locator('#global-error').isHidden(), `error banner: ${await page.locator('#global-error').textContent()}`);
   assert.deepEqual(pageErrors, [], 'no uncaught page errors');
+  if (mode === 'webgpu') await checkDeviceLoss(page, mode, pageErrors);
   console.log(`  [${mode}] ok in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshot ${shot}`);
+}
+
+/**
+ * WebGPU only, last: the test destroys the engine's GPUDevice (as a driver reset or a lost GPU
+ * would end it) while new uploads arrive. The page must say so, carry on with the CPU engine
+ * with the same detector, class and checkpoint, finish every readable image there, and show
+ * the unreadable uploads (a decompression bomb, a text file) as errors on their own cards.
+ */
+async function checkDeviceLoss(page, mode, pageErrors) {
+  await page.locator('#lang-toggle').click();
+  assert.equal(await page.evaluate(() => document.documentElement.lang), 'en');
+  await page.locator('#tab-detect').click();
+  const devices = await page.evaluate(() => window.__vladDevices.length);
+  assert.ok(devices >= 1, 'the page asked for a GPU device');
+  const detectorBefore = (await page.locator('#detector-status').textContent()).trim();
+  const bomb = fromRepo('tests/fixtures/hostile/bomb.png');
+  await page.locator('#image-files').setInputFiles([
+    { name: 'second.png', mimeType: 'image/png', buffer: readFileSync(imagePath) },
+    { name: 'bomb.png', mimeType: 'image/png', buffer: readFileSync(bomb) },
+    { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not an image at all\n') },
+  ]);
+  await page.evaluate(() => {
+    for (const device of window.__vladDevices) device.destroy();
+  });
+  await page.waitForFunction(() => {
+    const cards = [...document.querySelectorAll('.result')];
+    return document.querySelector('#engine-status').dataset.backend === 'cpu'
+      && cards.length === 4 && cards.every((c) => c.dataset.state === 'done' || c.dataset.state === 'error');
+  }, null, { timeout: STEP_TIMEOUT_MS, polling: 100 });
+  const cards = await page.locator('.result').evaluateAll((els) => els.map((el) => ({
+    name: el.querySelector('.result-name').textContent,
+    state: el.dataset.state,
+    text: el.querySelector('.result-state-text').textContent,
+    backend: el.querySelector('[data-testid="ran-on"]')?.dataset.backend,
+    score: Number(el.querySelector('[data-testid="score"]')?.dataset.value),
+  })));
+  const byName = Object.fromEntries(cards.map((c) => [c.name, c]));
+  for (const name of [imagePath.split('/').at(-1), 'second.png']) {
+    const card = byName[name];
+    assert.equal(card?.state, 'done', `${name} after the device loss: ${JSON.stringify(card)}`);
+    assert.equal(card.backend, 'cpu', `${name} was scored again on the CPU`);
+    assert.ok(Number.isFinite(card.score), `${name} score`);
+  }
+  assert.equal(byName['bomb.png'].state, 'error');
+  assert.match(byName['bomb.png'].text, /bomb\.png.*100000×100000 = 10000000000 pixels.*over the limit of 178956970/, byName['bomb.png'].text);
+  assert.equal(byName['notes.png'].state, 'error');
+  assert.match(byName['notes.png'].text, /notes\.png/, byName['notes.png'].text);
+  const banner = await page.locator('#global-error-text').textContent();
+  assert.ok(await page.locator('#global-error').isVisible(), 'the page says that the GPU went away');
+  assert.match(banner, /GPU engine stopped \(the GPU device was lost/, banner);
+  assert.equal(await page.locator('#use-gpu').isChecked(), false, 'the GPU switch shows the CPU now');
+  assert.equal(await page.locator('#class-name').inputValue(), 'bottle', 'the class name is kept');
+  const detectorAfter = (await page.locator('#detector-status').textContent()).trim();
+  assert.equal(detectorAfter, detectorBefore, 'the same detector runs on the CPU');
+  assert.deepEqual(pageErrors, [], 'no uncaught page errors during the fallback');
+  console.log(`  [${mode}] device loss: ${banner.trim()} → ${cards.map((c) => `${c.name} ${c.state}${c.backend ? ` on ${c.backend}` : ''}`).join(', ')}`);
+  console.log(`  [${mode}] unreadable uploads: ${byName['bomb.png'].text} | ${byName['notes.png'].text}`);
+  await page.screenshot({ path: join(artifacts, `device-lost-${mode}.png`), fullPage: true });
 }
 
 /** Records, as page errors, requests that leave the page's own origin (no third-party fetches). */

@@ -403,6 +403,22 @@ impl Engine {
     }
 }
 
+/// Refuses an upload whose header declares more pixels than vlad accepts anywhere (twice
+/// Pillow's `MAX_IMAGE_PIXELS`, [`vlad_imaging::ImageLimits`]), before the browser decodes it
+/// into a bitmap that size. Formats vlad does not read (WebP, GIF, ...) and headers it cannot
+/// parse pass: the browser's decoder judges those, and the page checks the decoded size too.
+#[wasm_bindgen]
+pub fn check_image_header(bytes: &[u8]) -> Result<(), JsError> {
+    match vlad_imaging::checked_dimensions(bytes, &vlad_imaging::ImageLimits::default()) {
+        Err(vlad_imaging::ImagingError::TooManyPixels { format, width, height, pixels, limit }) => Err(js_err(format!(
+            "{format} image of {width}×{height} = {pixels} pixels is over the limit of {limit} pixels (Pillow's \
+             decompression-bomb rule) and was not decoded; the native CLI reads trusted huge images with \
+             --max-image-pixels"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 thread_local! {
     static LAST_MAP: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }

@@ -353,3 +353,30 @@ async fn vit_b_16_times_on_the_cpu() {
 async fn vit_b_16_times_on_webgpu() {
     vit_b_16_times(true, 1).await;
 }
+
+/// Decompression bombs on wasm32 (32-bit `usize`): refused by name from the header, by the
+/// decoders and by the page's upload check, as natively (crates/imaging/tests/hostile_images.rs).
+#[wasm_bindgen_test]
+fn bombs_are_refused_by_name_on_wasm32() {
+    let bombs: [(&str, &[u8], u32, u32); 4] = [
+        ("PNG", include_bytes!("../../tests/fixtures/hostile/bomb.png"), 100_000, 100_000),
+        ("JPEG", include_bytes!("../../tests/fixtures/hostile/bomb.jpg"), 65_500, 65_500),
+        ("TIFF", include_bytes!("../../tests/fixtures/hostile/bomb.tiff"), 100_000, 100_000),
+        ("BMP", include_bytes!("../../tests/fixtures/hostile/bomb.bmp"), 65_535, 65_535),
+    ];
+    for (format, bytes, w, h) in bombs {
+        let limits = vlad_imaging::ImageLimits::default();
+        for err in [
+            vlad_imaging::checked_dimensions(bytes, &limits).map(|_| ()).unwrap_err(),
+            vlad_imaging::decode_rgb_with_limits(bytes, &limits).map(|_| ()).unwrap_err(),
+        ] {
+            match err {
+                vlad_imaging::ImagingError::TooManyPixels { format: f, width, height, .. } => assert_eq!((f, width, height), (format, w, h)),
+                other => panic!("{format} bomb: expected TooManyPixels, got {other}"),
+            }
+        }
+        assert!(vlad_web::check_image_header(bytes).is_err(), "{format} bomb passed the page's upload check");
+    }
+    let normal = include_bytes!("../../tests/fixtures/clip/image.png");
+    assert!(vlad_web::check_image_header(normal).is_ok());
+}

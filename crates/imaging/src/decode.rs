@@ -200,6 +200,57 @@ pub fn image_dimensions(bytes: &[u8]) -> Result<(u32, u32), ImagingError> {
         .map_err(|e| ImagingError::Decode { format: format_name, message: e.to_string() })
 }
 
+/// Width and height from the header alone, refused as decoding would refuse them: above twice
+/// `limits.max_image_pixels` the error names the format, the size and the limit. For callers
+/// that decode elsewhere (the page hands uploads to the browser's decoder) but must keep the
+/// same limit.
+pub fn checked_dimensions(bytes: &[u8], limits: &ImageLimits) -> Result<(u32, u32), ImagingError> {
+    check_raw_header(bytes, limits)?;
+    let format = if bytes.starts_with(PNG_SIGNATURE) { "PNG" } else { guess(bytes)?.1 };
+    let (width, height) = image_dimensions(bytes)?;
+    limits.check(format, width, height)?;
+    Ok((width, height))
+}
+
+/// Format, width and height of a PNG (its IHDR chunk, the first by the specification) or a BMP
+/// (its DIB header), read directly from the bytes. The limit must be checked before the
+/// decoders read these headers: on 32-bit targets (wasm32, the page) the `png` and BMP
+/// decoders fail on a bomb's size with messages that do not say why.
+fn raw_header_size(bytes: &[u8]) -> Option<(&'static str, u32, u32)> {
+    let u32_le = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    let u16_le = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
+    if bytes.starts_with(PNG_SIGNATURE) {
+        if bytes.get(8..16)? != b"\0\0\0\x0dIHDR" {
+            return None;
+        }
+        let width = u32::from_be_bytes(bytes.get(16..20)?.try_into().ok()?);
+        let height = u32::from_be_bytes(bytes.get(20..24)?.try_into().ok()?);
+        return Some(("PNG", width, height));
+    }
+    if bytes.starts_with(b"BM") {
+        // BITMAPCOREHEADER (12 bytes) has 16-bit sides; the later headers signed 32-bit ones,
+        // the height negative for top-down rows.
+        return match u32_le(14)? {
+            12 => Some(("BMP", u32::from(u16_le(18)?), u32::from(u16_le(20)?))),
+            n if n >= 40 => {
+                let width = u32_le(18)? as i32;
+                let height = u32_le(22)? as i32;
+                Some(("BMP", width.unsigned_abs(), height.unsigned_abs()))
+            }
+            _ => None,
+        };
+    }
+    None
+}
+
+/// Refuses, from the raw header, a PNG or BMP above the limit (see [`raw_header_size`]).
+fn check_raw_header(bytes: &[u8], limits: &ImageLimits) -> Result<(), ImagingError> {
+    match raw_header_size(bytes) {
+        Some((format, width, height)) => limits.check(format, width, height),
+        None => Ok(()),
+    }
+}
+
 /// The container of non-PNG bytes, with its name for messages.
 fn guess(bytes: &[u8]) -> Result<(image::ImageFormat, &'static str), ImagingError> {
     // `image` guesses classic TIFF only; its TIFF decoder also reads BigTIFF (as Pillow does).
@@ -241,6 +292,7 @@ fn decode_pil(bytes: &[u8], limits: &ImageLimits) -> Result<PilImage, ImagingErr
         return decode_png(bytes, limits);
     }
     let (format, format_name) = guess(bytes)?;
+    check_raw_header(bytes, limits)?;
     if format == image::ImageFormat::Tiff {
         tiff_palette::check_value_sizes(bytes)?;
     }
@@ -334,6 +386,7 @@ fn png_error(e: png::DecodingError) -> ImagingError {
 fn decode_png(bytes: &[u8], limits: &ImageLimits) -> Result<PilImage, ImagingError> {
     use png::{BitDepth, ColorType};
 
+    check_raw_header(bytes, limits)?;
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(png_error)?;

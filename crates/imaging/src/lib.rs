@@ -19,7 +19,7 @@ mod resample;
 mod tensor;
 
 pub use decode::{
-    decode_luma, decode_luma_with_limits, decode_rgb, decode_rgb_with_limits, image_dimensions, open_luma, open_rgb,
+    checked_dimensions, decode_luma, decode_luma_with_limits, decode_rgb, decode_rgb_with_limits, image_dimensions, open_luma, open_rgb,
     rgb_from_rgba_bytes,
 };
 pub use limits::{ImageLimits, PIL_MAX_IMAGE_PIXELS, max_image_pixels, set_max_image_pixels};

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use vlad_imaging::{ImageLimits, ImagingError, decode_luma, decode_rgb, decode_rgb_with_limits, image_dimensions, open_rgb};
+use vlad_imaging::{ImageLimits, ImagingError, checked_dimensions, decode_luma, decode_rgb, decode_rgb_with_limits, image_dimensions, open_rgb};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hostile").join(name)
@@ -25,6 +25,9 @@ fn bombs_are_refused_by_name_from_the_header() {
     for (name, format, w, h) in BOMBS {
         let data = bytes(name);
         assert_eq!(image_dimensions(&data).unwrap(), (w, h), "{name}");
+        let header = checked_dimensions(&data, &ImageLimits::default()).unwrap_err();
+        assert!(matches!(header, ImagingError::TooManyPixels { format: f, .. } if f == format), "{name}: {header:?}");
+        assert_eq!(checked_dimensions(&data, &ImageLimits::none()).unwrap(), (w, h), "{name}");
         for err in [decode_rgb(&data).map(|_| ()).unwrap_err(), decode_luma(&data).map(|_| ()).unwrap_err()] {
             match &err {
                 ImagingError::TooManyPixels { format: f, width, height, pixels, limit } => {
