@@ -220,7 +220,7 @@ async function checkPage(page, baseUrl, mode, pageErrors) {
 
 /**
  * WebGPU only, last: the test destroys the engine's GPUDevice (as a driver reset or a lost GPU
- * would end it) while new uploads arrive. The page must say so, carry on with the CPU engine
+ * would end it) while a new upload is being scored on it. The page must say so, carry on with the CPU engine
  * with the same detector, class and checkpoint, finish every readable image there, and show
  * the unreadable uploads (a decompression bomb, a text file) as errors on their own cards.
  */
@@ -232,14 +232,23 @@ async function checkDeviceLoss(page, mode, pageErrors) {
   assert.ok(devices >= 1, 'the page asked for a GPU device');
   const detectorBefore = (await page.locator('#detector-status').textContent()).trim();
   const bomb = fromRepo('tests/fixtures/hostile/bomb.png');
+  // The device goes away while an image is being scored on it (its read-back then never ends).
+  await page.evaluate(() => {
+    window.__vladLostDuring = null;
+    const observer = new MutationObserver(() => {
+      const running = document.querySelector('.result[data-state="running"]');
+      if (!running) return;
+      observer.disconnect();
+      window.__vladLostDuring = running.querySelector('.result-name').textContent;
+      for (const device of window.__vladDevices) device.destroy();
+    });
+    observer.observe(document.querySelector('#results'), { subtree: true, attributes: true, attributeFilter: ['data-state'] });
+  });
   await page.locator('#image-files').setInputFiles([
     { name: 'second.png', mimeType: 'image/png', buffer: readFileSync(imagePath) },
     { name: 'bomb.png', mimeType: 'image/png', buffer: readFileSync(bomb) },
     { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not an image at all\n') },
   ]);
-  await page.evaluate(() => {
-    for (const device of window.__vladDevices) device.destroy();
-  });
   await page.waitForFunction(() => {
     const cards = [...document.querySelectorAll('.result')];
     return document.querySelector('#engine-status').dataset.backend === 'cpu'
@@ -253,6 +262,8 @@ async function checkDeviceLoss(page, mode, pageErrors) {
     score: Number(el.querySelector('[data-testid="score"]')?.dataset.value),
   })));
   const byName = Object.fromEntries(cards.map((c) => [c.name, c]));
+  const lostDuring = await page.evaluate(() => window.__vladLostDuring);
+  assert.equal(lostDuring, 'second.png', 'the device was lost while second.png was being scored on it');
   for (const name of [imagePath.split('/').at(-1), 'second.png']) {
     const card = byName[name];
     assert.equal(card?.state, 'done', `${name} after the device loss: ${JSON.stringify(card)}`);
@@ -271,7 +282,7 @@ async function checkDeviceLoss(page, mode, pageErrors) {
   const detectorAfter = (await page.locator('#detector-status').textContent()).trim();
   assert.equal(detectorAfter, detectorBefore, 'the same detector runs on the CPU');
   assert.deepEqual(pageErrors, [], 'no uncaught page errors during the fallback');
-  console.log(`  [${mode}] device loss: ${banner.trim()} → ${cards.map((c) => `${c.name} ${c.state}${c.backend ? ` on ${c.backend}` : ''}`).join(', ')}`);
+  console.log(`  [${mode}] device lost while scoring ${lostDuring}: ${banner.trim()} → ${cards.map((c) => `${c.name} ${c.state}${c.backend ? ` on ${c.backend}` : ''}`).join(', ')}`);
   console.log(`  [${mode}] unreadable uploads: ${byName['bomb.png'].text} | ${byName['notes.png'].text}`);
   await page.screenshot({ path: join(artifacts, `device-lost-${mode}.png`), fullPage: true });
 }
