@@ -99,7 +99,6 @@ host.onFatal = (text) => {
 host.onGpuLost = async (text) => {
   $('use-gpu').checked = false;
   showError(t('engine.gpu-lost', { error: text }));
-  for (const item of state.items) if (item.state === 'running') setItemState(item, 'waiting');
   if (await startEngine()) await reloadModel();
 };
 
@@ -600,8 +599,6 @@ async function scoreQueued() {
     }
   } finally {
     state.scoring = false;
-    // Images queued while the loop was ending (the engine restarted under it) still get scored.
-    if (state.detectorReady && state.items.some((i) => i.state === 'queued')) queueMicrotask(scoreQueued);
   }
 }
 
@@ -632,7 +629,7 @@ async function scoreItem(item) {
   } catch (e) {
     if (item.removed) return;
     // The GPU went away under this image: it waits for the CPU engine (host.onGpuLost).
-    if (e instanceof GpuFailure) setItemState(item, state.detectorReady && host.ready ? 'queued' : 'waiting');
+    if (e instanceof GpuFailure) setItemState(item, 'waiting');
     else if (generation !== state.generation && !host.fatal) setItemState(item, state.detectorReady ? 'queued' : 'waiting');
     else setItemState(item, 'error', errorText(e));
   }

@@ -8,20 +8,16 @@ export const DISPLAY_MAX = 640;
 export const DISPLAY_MIN = 320;
 
 /**
- * Largest image accepted, in pixels: twice Pillow's MAX_IMAGE_PIXELS (89 478 485), the limit vlad
- * applies natively (vlad-imaging's ImageLimits).
- */
-export const MAX_PIXELS = 2 * 89_478_485;
-
-/**
- * Decodes an image file. The header is checked first (by the engine's decoder limits, when the
- * engine is loaded) so that a decompression bomb is refused before the browser allocates its
- * bitmap; the decoded size is checked again for formats only the browser reads. Colour-space
- * conversion and alpha premultiplication are turned off so the bytes are the file's own, as a
- * native decoder would give them.
+ * Decodes an image file. vlad's pixel limit (the engine's `check_image_header`: twice Pillow's
+ * MAX_IMAGE_PIXELS) is checked on the header first, so that a decompression bomb is refused before
+ * the browser allocates its bitmap, and on the decoded size again for formats only the browser
+ * reads. Without an engine nothing would use the pixels, so there is nothing to check with.
+ * Colour-space conversion and alpha premultiplication are turned off so the bytes are the file's
+ * own, as a native decoder would give them.
  */
 export async function decodeImage(file) {
-  await checkHeader(file);
+  const engine = await usableEngine();
+  if (engine) engine.check_image_header(new Uint8Array(await file.arrayBuffer()));
   let bitmap;
   try {
     bitmap = await createImageBitmap(file, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
@@ -29,9 +25,11 @@ export async function decodeImage(file) {
     throw new Error(e?.message || 'the browser cannot decode this file');
   }
   const { width, height } = bitmap;
-  if (width * height > MAX_PIXELS) {
+  try {
+    engine?.check_image_size(width, height);
+  } catch (e) {
     bitmap.close();
-    throw new Error(`image of ${width}×${height} = ${width * height} pixels is over the limit of ${MAX_PIXELS} pixels`);
+    throw e;
   }
   const canvas = new OffscreenCanvas(width, height);
   const ctx = canvas.getContext('2d', { willReadFrequently: true });
@@ -40,22 +38,12 @@ export async function decodeImage(file) {
   return { name: file.name, width, height, rgba, bitmap };
 }
 
-/** Throws the engine's named error when the file's header declares too many pixels. */
-async function checkHeader(file) {
-  let check;
+/** The loaded wasm module, or null when it is missing (the page then shows why elsewhere). */
+async function usableEngine() {
   try {
-    check = (await loadWasm()).check_image_header;
+    return await loadWasm();
   } catch {
-    return; // no engine: the decoded-size check below still applies
-  }
-  if (!check) return;
-  const bytes = new Uint8Array(await file.arrayBuffer());
-  try {
-    check(bytes);
-  } catch (e) {
-    // A dead wasm instance cannot judge; the decoded-size check still applies.
-    if (e instanceof WebAssembly.RuntimeError) return;
-    throw e;
+    return null;
   }
 }
 

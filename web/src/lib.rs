@@ -406,16 +406,32 @@ impl Engine {
 /// Refuses an upload whose header declares more pixels than vlad accepts anywhere (twice
 /// Pillow's `MAX_IMAGE_PIXELS`, [`vlad_imaging::ImageLimits`]), before the browser decodes it
 /// into a bitmap that size. Formats vlad does not read (WebP, GIF, ...) and headers it cannot
-/// parse pass: the browser's decoder judges those, and the page checks the decoded size too.
+/// parse pass: the browser's decoder judges those, and [`check_image_size`] the result.
 #[wasm_bindgen]
 pub fn check_image_header(bytes: &[u8]) -> Result<(), JsError> {
     match vlad_imaging::checked_dimensions(bytes, &vlad_imaging::ImageLimits::default()) {
-        Err(vlad_imaging::ImagingError::TooManyPixels { format, width, height, pixels, limit }) => Err(js_err(format!(
-            "{format} image of {width}×{height} = {pixels} pixels is over the limit of {limit} pixels (Pillow's \
-             decompression-bomb rule) and was not decoded; the native CLI reads trusted huge images with \
-             --max-image-pixels"
-        ))),
+        Err(e @ vlad_imaging::ImagingError::TooManyPixels { .. }) => Err(too_many_pixels(e, "was not decoded")),
         _ => Ok(()),
+    }
+}
+
+/// The same limit on an image the browser has decoded (for formats [`check_image_header`] cannot
+/// read), before its pixels are copied out.
+#[wasm_bindgen]
+pub fn check_image_size(width: u32, height: u32) -> Result<(), JsError> {
+    vlad_imaging::ImageLimits::default().check("decoded", width, height).map_err(|e| too_many_pixels(e, "was not used"))
+}
+
+/// The page's wording of [`vlad_imaging::ImagingError::TooManyPixels`] (the native one points
+/// to a command-line option).
+fn too_many_pixels(e: vlad_imaging::ImagingError, outcome: &str) -> JsError {
+    match e {
+        vlad_imaging::ImagingError::TooManyPixels { format, width, height, pixels, limit } => js_err(format!(
+            "{format} image of {width}×{height} = {pixels} pixels is over the limit of {limit} pixels (Pillow's \
+             decompression-bomb rule) and {outcome}; the native CLI reads trusted huge images with \
+             --max-image-pixels"
+        )),
+        other => js_err(other),
     }
 }
 

@@ -379,4 +379,6 @@ fn bombs_are_refused_by_name_on_wasm32() {
     }
     let normal = include_bytes!("../../tests/fixtures/clip/image.png");
     assert!(vlad_web::check_image_header(normal).is_ok());
+    assert!(vlad_web::check_image_size(13_378, 13_376).is_ok(), "13,378 × 13,376 = 178,944,128 ≤ 178,956,970");
+    assert!(vlad_web::check_image_size(13_380, 13_376).is_err(), "13,380 × 13,376 = 178,970,880 > 178,956,970");
 }
