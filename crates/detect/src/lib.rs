@@ -14,9 +14,11 @@ pub mod aa_clip;
 pub mod baseline;
 pub mod bayes_pfl;
 pub mod calibration;
+pub mod checkpoint_io;
 pub mod losses;
 pub mod postprocess;
 pub mod prompts;
+pub mod vand;
 pub mod winclip;
 pub mod winclip_prompts;
 pub mod zero_shot;
@@ -71,8 +73,9 @@ pub enum MapStatistic {
 pub enum SetFusion {
     /// The detector's image score as it is.
     None,
-    /// Min–max normalise all maps of the class together and the named component over the class,
-    /// then `map_weight · stat(normalised map) + component_weight · normalised component`.
+    /// Min–max normalise the maps of the class (see [`MapRange`]) and, when
+    /// `normalize_component`, the named component over the class, then
+    /// `map_weight · stat(normalised map) + component_weight · component`.
     MinMax {
         /// Which component (none: map only).
         component: Option<String>,
@@ -82,7 +85,23 @@ pub enum SetFusion {
         component_weight: f32,
         /// Statistic of the normalised map.
         statistic: MapStatistic,
+        /// What the map range is taken over.
+        map_range: MapRange,
+        /// Min–max normalise the component over the class too (AA-CLIP, Bayes-PFL, CLIP-AD); VAND
+        /// adds its text probability as it is.
+        normalize_component: bool,
     },
+}
+
+/// The range a [`SetFusion::MinMax`] normalises the map statistic with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapRange {
+    /// The minimum and maximum over every pixel of every map of the class, applied to the maps
+    /// before the statistic (AA-CLIP, Bayes-PFL).
+    AllPixels,
+    /// The minimum and maximum of the per-image statistics over the class (VAND few-shot,
+    /// CLIP-AD: `minmax(max(map))`).
+    Statistics,
 }
 
 /// The interface every detector implements.

@@ -36,7 +36,7 @@ use vlad_data::{DatasetIndex, Label, LoadOptions, MaskRule, Replacement, Sample,
 use super::common::DatasetArgs;
 use vlad_detect::baseline::{BaselineConfig, MeanImageBaseline};
 use vlad_detect::postprocess::top_k_mean;
-use vlad_detect::{DetectError, Detector, MapStatistic, SetFusion};
+use vlad_detect::{DetectError, Detector, MapRange, MapStatistic, SetFusion};
 use vlad_metrics::{
     ApConvention, BinaryMetrics, ClassMetrics, MapShape, MetricsTable, PixelEvaluator, PixelMetrics, ProConvention, ProCurve,
     UndefinedPolicy,
@@ -399,34 +399,40 @@ fn min_max_normalize(x: f32, (lo, hi): (f32, f32)) -> f32 {
     if hi > lo { (x - lo) / (hi - lo) } else { 0.0 }
 }
 
-/// The fused image scores of one class under `fusion` (`SetFusion` documents the formula): all
-/// `maps` (`n` maps of `image_len` values) are min–max normalised together, the named component
-/// over the class, then `map_weight · stat(normalised map) + component_weight · component`.
-/// `None` for `SetFusion::None`.
+/// The fused image scores of one class under `fusion` (`SetFusion` documents the formula): the
+/// `n` maps of `image_len` values are min–max normalised over the class (every pixel together, or
+/// through their statistics, as `MapRange` says), the named component too when the fusion asks,
+/// then `map_weight · stat + component_weight · component`. `None` for `SetFusion::None`.
 fn fused_scores(
     fusion: &SetFusion,
     maps: &[f32],
     image_len: usize,
     components: &BTreeMap<String, Vec<f32>>,
 ) -> Result<Option<Vec<f32>>> {
-    let SetFusion::MinMax { component, map_weight, component_weight, statistic } = fusion else {
+    let SetFusion::MinMax { component, map_weight, component_weight, statistic, map_range, normalize_component } = fusion else {
         return Ok(None);
     };
     if image_len == 0 || maps.is_empty() || !maps.len().is_multiple_of(image_len) {
         bail!("internal: {} map values do not form maps of {image_len}", maps.len());
     }
     let n = maps.len() / image_len;
-    let range = min_max(maps);
-    let stats: Vec<f32> = maps
-        .par_chunks(image_len)
-        .map(|map| {
-            let normalized: Vec<f32> = map.iter().map(|&v| min_max_normalize(v, range)).collect();
-            match *statistic {
-                MapStatistic::Max => normalized.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-                MapStatistic::TopKMean(k) => top_k_mean(&normalized, image_len, k)[0],
-            }
-        })
-        .collect();
+    let statistic_of = |map: &[f32]| match *statistic {
+        MapStatistic::Max => map.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+        MapStatistic::TopKMean(k) => top_k_mean(map, image_len, k)[0],
+    };
+    let stats: Vec<f32> = match map_range {
+        MapRange::AllPixels => {
+            let range = min_max(maps);
+            maps.par_chunks(image_len)
+                .map(|map| statistic_of(&map.iter().map(|&v| min_max_normalize(v, range)).collect::<Vec<_>>()))
+                .collect()
+        }
+        MapRange::Statistics => {
+            let raw: Vec<f32> = maps.par_chunks(image_len).map(statistic_of).collect();
+            let range = min_max(&raw);
+            raw.iter().map(|&v| min_max_normalize(v, range)).collect()
+        }
+    };
     let Some(name) = component else {
         return Ok(Some(stats.iter().map(|&s| map_weight * s).collect()));
     };
@@ -440,7 +446,8 @@ fn fused_scores(
         bail!("internal: component `{name}` has {} values for {n} images", values.len());
     }
     let component_range = min_max(values);
-    Ok(Some(stats.iter().zip(values).map(|(&s, &c)| map_weight * s + component_weight * min_max_normalize(c, component_range)).collect()))
+    let component_of = |c: f32| if *normalize_component { min_max_normalize(c, component_range) } else { c };
+    Ok(Some(stats.iter().zip(values).map(|(&s, &c)| map_weight * s + component_weight * component_of(c)).collect()))
 }
 
 /// How the fusion is described in the results.
@@ -458,6 +465,10 @@ struct FusionRecord {
     component_weight: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     map_statistic: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    map_range: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    component_normalized: Option<bool>,
     note: &'static str,
 }
 
@@ -468,7 +479,7 @@ impl FusionRecord {
             FusionChoice::None => "none",
         };
         match fusion {
-            SetFusion::MinMax { component, map_weight, component_weight, statistic } => Self {
+            SetFusion::MinMax { component, map_weight, component_weight, statistic, map_range, normalize_component } => Self {
                 requested,
                 applied: "min-max",
                 component: component.clone(),
@@ -478,6 +489,11 @@ impl FusionRecord {
                     MapStatistic::Max => "max".into(),
                     MapStatistic::TopKMean(k) => format!("top-{k} mean"),
                 }),
+                map_range: Some(match map_range {
+                    MapRange::AllPixels => "all pixels of the class",
+                    MapRange::Statistics => "the per-image statistics of the class",
+                }),
+                component_normalized: component.as_ref().map(|_| *normalize_component),
                 note: "image metrics use the transductive per-class fused score (parity with the papers); \
                        `deployable` holds the metrics of the raw single-image score",
             },
@@ -488,6 +504,8 @@ impl FusionRecord {
                 map_weight: None,
                 component_weight: None,
                 map_statistic: None,
+                map_range: None,
+                component_normalized: None,
                 note: match choice {
                     FusionChoice::Official => "the detector defines no set fusion: image metrics use its raw single-image score",
                     FusionChoice::None => "image metrics use the raw single-image score",
@@ -1227,6 +1245,8 @@ mod tests {
                 map_weight: case["map_weight"].as_f64().unwrap() as f32,
                 component_weight: case["component_weight"].as_f64().unwrap() as f32,
                 statistic,
+                map_range: MapRange::AllPixels,
+                normalize_component: true,
             };
             let got = fused_scores(&fusion, &maps, side * side, &components).unwrap().unwrap();
             let want = floats(&case["expected"]);
@@ -1240,11 +1260,43 @@ mod tests {
     fn set_fusion_none_missing_component_and_constant_maps() {
         let components = BTreeMap::new();
         assert!(fused_scores(&SetFusion::None, &[1.0; 4], 4, &components).unwrap().is_none());
-        let fusion = SetFusion::MinMax { component: Some("text".into()), map_weight: 0.5, component_weight: 0.5, statistic: MapStatistic::Max };
+        let fusion = SetFusion::MinMax { component: Some("text".into()), map_weight: 0.5, component_weight: 0.5, statistic: MapStatistic::Max, map_range: MapRange::AllPixels, normalize_component: true };
         let err = fused_scores(&fusion, &[1.0; 4], 2, &components).unwrap_err().to_string();
         assert!(err.contains("`text`"), "{err}");
-        let only_map = SetFusion::MinMax { component: None, map_weight: 1.0, component_weight: 0.0, statistic: MapStatistic::Max };
+        let only_map = SetFusion::MinMax { component: None, map_weight: 1.0, component_weight: 0.0, statistic: MapStatistic::Max, map_range: MapRange::AllPixels, normalize_component: true };
         assert_eq!(fused_scores(&only_map, &[3.0; 4], 2, &components).unwrap().unwrap(), vec![0.0, 0.0]);
+    }
+
+    /// VAND's few-shot fusion (`test.py`): `0.5·(text + minmax_class(max map))`, the range taken
+    /// over the per-image maxima and the text probability left as it is.
+    #[test]
+    fn set_fusion_over_statistics_leaves_the_component_alone() {
+        // Three 2-pixel maps with maxima 1, 3, 2 (pixel minimum 0): over the maxima the range is
+        // [1, 3] → 0, 1, 0.5; over all pixels it would be [0, 3].
+        let maps = [0.0, 1.0, 3.0, 0.5, 2.0, 2.0];
+        let components = BTreeMap::from([("text".to_string(), vec![0.2, 0.4, 0.9])]);
+        let vand = SetFusion::MinMax {
+            component: Some("text".into()),
+            map_weight: 0.5,
+            component_weight: 0.5,
+            statistic: MapStatistic::Max,
+            map_range: MapRange::Statistics,
+            normalize_component: false,
+        };
+        let got = fused_scores(&vand, &maps, 2, &components).unwrap().unwrap();
+        for (g, w) in got.iter().zip([0.5 * 0.2, 0.5 * (0.4 + 1.0), 0.5 * (0.9 + 0.5)]) {
+            assert!((g - w).abs() <= 1e-7, "{got:?}");
+        }
+        let all_pixels = SetFusion::MinMax {
+            component: Some("text".into()),
+            map_weight: 0.5,
+            component_weight: 0.5,
+            statistic: MapStatistic::Max,
+            map_range: MapRange::AllPixels,
+            normalize_component: false,
+        };
+        let got = fused_scores(&all_pixels, &maps, 2, &components).unwrap().unwrap();
+        assert!((got[0] - 0.5 * (1.0 / 3.0 + 0.2)).abs() <= 1e-7, "{got:?}");
     }
 
     #[test]
@@ -1315,7 +1367,7 @@ mod tests {
             self.0.fit_reference(normal)
         }
         fn set_fusion(&self) -> SetFusion {
-            SetFusion::MinMax { component: Some("det".into()), map_weight: 0.5, component_weight: 0.5, statistic: MapStatistic::Max }
+            SetFusion::MinMax { component: Some("det".into()), map_weight: 0.5, component_weight: 0.5, statistic: MapStatistic::Max, map_range: MapRange::AllPixels, normalize_component: true }
         }
     }
 

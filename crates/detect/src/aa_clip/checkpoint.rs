@@ -16,7 +16,6 @@
 //! Every missing, unused or mis-shaped tensor is reported; optimizer state is skipped on purpose.
 use std::collections::BTreeMap;
 
-use burn::nn::Linear;
 use burn::tensor::Device;
 use vlad_clip::ClipConfig;
 use vlad_clip::weights::{Entry, WeightFile, WeightReader};
@@ -25,6 +24,10 @@ use super::adapters::{Adapter, ImageAdapter, Projector, TextAdapter};
 use super::scoring::AaClipCalibration;
 use super::AaClipConfig;
 use crate::DetectError;
+pub use crate::checkpoint_io::{NamedTensor, safetensors_bytes};
+use crate::checkpoint_io::linear_tensor;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::checkpoint_io::write_safetensors;
 
 /// Metadata key of the model config (JSON of [`AaClipConfig`]).
 pub const META_CONFIG: &str = "vlad.aa_clip.config";
@@ -285,17 +288,6 @@ pub fn resolve_paths(paths: &[std::path::PathBuf], epoch: Option<usize>) -> Resu
     Ok((files, notes))
 }
 
-/// One tensor to write: name, shape, values (row-major).
-pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
-
-fn linear_tensor(name: String, linear: &Linear) -> Result<NamedTensor, DetectError> {
-    // burn keeps [in, out]; PyTorch's Linear stores [out, in].
-    let w = linear.weight.val().transpose();
-    let shape = w.dims().to_vec();
-    let values = w.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| DetectError::Invalid(format!("cannot read `{name}` back: {e:?}")))?;
-    Ok((name, shape, values))
-}
-
 /// The text adapter's tensors under their official names, prefixed `text_adapter.`.
 pub fn text_tensors(text: &TextAdapter) -> Result<Vec<NamedTensor>, DetectError> {
     let mut out = Vec::new();
@@ -331,36 +323,6 @@ pub struct SaveInfo<'a> {
     pub calibration: Option<&'a AaClipCalibration>,
 }
 
-/// safetensors bytes of `tensors` (f32, little-endian) with string metadata. The format is small
-/// enough to write directly: an 8-byte header length, a JSON header padded with spaces to a
-/// multiple of 8, then the data in header order.
-pub fn safetensors_bytes(tensors: &[NamedTensor], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>, DetectError> {
-    let mut header = serde_json::Map::new();
-    if !metadata.is_empty() {
-        header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("strings serialise"));
-    }
-    let mut offset = 0usize;
-    for (name, shape, values) in tensors {
-        if shape.iter().product::<usize>() != values.len() {
-            return Err(DetectError::Invalid(format!("`{name}`: {} values for shape {shape:?}", values.len())));
-        }
-        let end = offset + 4 * values.len();
-        header.insert(name.clone(), serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}));
-        offset = end;
-    }
-    let mut json = serde_json::to_vec(&serde_json::Value::Object(header)).expect("header serialises");
-    json.resize(json.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + json.len() + offset);
-    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
-    for (_, _, values) in tensors {
-        for v in values {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    Ok(out)
-}
-
 /// Writes adapters (either or both parts) as one safetensors file with our metadata.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn save(path: &std::path::Path, text: Option<&TextAdapter>, image: Option<&ImageAdapter>, info: &SaveInfo<'_>) -> Result<(), DetectError> {
@@ -384,9 +346,5 @@ pub fn save(path: &std::path::Path, text: Option<&TextAdapter>, image: Option<&I
     if let Some(c) = info.calibration {
         metadata.insert(META_CALIBRATION.to_string(), serde_json::to_string(c).expect("calibration serialises"));
     }
-    let bytes = safetensors_bytes(&tensors, &metadata)?;
-    // Write next to the target and rename, so an interrupted run never leaves half a checkpoint.
-    let partial = path.with_extension("safetensors.partial");
-    std::fs::write(&partial, bytes).map_err(|e| DetectError::Invalid(format!("cannot write {}: {e}", partial.display())))?;
-    std::fs::rename(&partial, path).map_err(|e| DetectError::Invalid(format!("cannot move {} to {}: {e}", partial.display(), path.display())))
+    write_safetensors(path, &tensors, &metadata)
 }

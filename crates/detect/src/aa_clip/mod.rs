@@ -51,7 +51,7 @@ use vlad_clip::preprocess::Preprocess;
 use vlad_clip::{Activation, ClipConfig, ClipModel, ClipTokenizer, PosEmbedResize};
 
 use crate::postprocess::{AxisMap, apply_square};
-use crate::{DetectError, Detection, Detector, MapStatistic, SetFusion};
+use crate::{DetectError, Detection, Detector, MapRange, MapStatistic, SetFusion};
 
 mod adapters;
 pub mod checkpoint;
@@ -414,8 +414,8 @@ impl Detector for AaClip {
 
     fn set_fusion(&self) -> SetFusion {
         match self.domain() {
-            Domain::Industrial => SetFusion::MinMax { component: Some("det".into()), map_weight: 0.5, component_weight: 0.5, statistic: MapStatistic::Max },
-            Domain::Medical => SetFusion::MinMax { component: None, map_weight: 1.0, component_weight: 0.0, statistic: MapStatistic::Max },
+            Domain::Industrial => SetFusion::MinMax { component: Some("det".into()), map_weight: 0.5, component_weight: 0.5, statistic: MapStatistic::Max, map_range: MapRange::AllPixels, normalize_component: true },
+            Domain::Medical => SetFusion::MinMax { component: None, map_weight: 1.0, component_weight: 0.0, statistic: MapStatistic::Max, map_range: MapRange::AllPixels, normalize_component: true },
         }
     }
 }

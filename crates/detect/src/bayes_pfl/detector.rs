@@ -17,7 +17,7 @@ use super::head::{BayesPflHead, ContextSamples, Stage, StateKind, StateSamples};
 use super::noise::{McNoise, NoiseMode};
 use super::text::{ClassPrompt, encode_prompts, official_top_k};
 use crate::postprocess::{AxisMap, apply_square};
-use crate::{DetectError, Detection, Detector, MapStatistic, SetFusion};
+use crate::{DetectError, Detection, Detector, MapRange, MapStatistic, SetFusion};
 
 /// Options of the detector (what the CLI maps to flags).
 #[derive(Debug, Clone, PartialEq)]
@@ -444,6 +444,8 @@ impl Detector for BayesPfl {
             map_weight: 0.5,
             component_weight: 0.5,
             statistic: MapStatistic::TopKMean(self.top_k()),
+            map_range: MapRange::AllPixels,
+            normalize_component: true,
         }
     }
 }

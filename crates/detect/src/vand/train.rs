@@ -1,0 +1,403 @@
+//! Training VAND natively (`spec/baselines.md` §4.6, the official `train.py`).
+//!
+//! Only the linear layers learn; CLIP stays frozen on the plain device. Per batch the taps go
+//! through the layers, each tap's logits are upsampled to S and softmaxed
+//! ([`super::training_probabilities`]), and the loss is `Σ_taps Focal(P, M) + Dice(P_A, M)`. Adam
+//! with lr 1e-3 and betas (0.5, 0.999), batch 8, seed 111, a checkpoint per epoch. The official
+//! runs: MVTec 3 epochs with the mosaic (`aug_rate` 0.2), VisA 15 epochs without; both on the
+//! auxiliary dataset's **test** split. The official run uses fp16 autocast without a GradScaler;
+//! here everything is f32.
+//!
+//! Data (`dataset.py`): PIL bicubic `Resize((S, S))` + CLIP normalisation; the mask resized
+//! bilinearly as a 0/255 image and thresholded at 0.5. With probability `aug_rate` a sample is
+//! replaced by a 2×2 mosaic of four images of its class (a defect folder uniformly, `good`
+//! included, then a file in it; audit V4), from a stream per (seed, epoch, sample); torch's and
+//! Python's random streams are not reproduced.
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{Module, Param, ParamId};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use vlad_clip::{ClipModel, ClipTokenizer, VisionForward};
+use vlad_data::augment::{MosaicPolicy, Planar, choose_mosaic_tiles, mosaic_2x2};
+use vlad_data::load::{MaskRule, open_image, open_mask, resize_binary_mask};
+use vlad_data::{DatasetIndex, Label, Sample, SeededRng, Split};
+use vlad_imaging::{CLIP_MEAN, CLIP_STD, Filter, GrayImage, RgbImage};
+use vlad_metrics::{MapShape, binary_metrics, pixel_metrics};
+
+use super::{LinearLayers, VandConfig, checkpoint, logit_differences, text_prototypes, training_probabilities};
+use crate::{DetectError, Detector};
+use crate::losses::{binary_dice_loss, focal_loss};
+
+/// Focal γ and smoothing, Dice smoothing of `loss.py`.
+const FOCAL_GAMMA: f64 = 2.0;
+const FOCAL_SMOOTH: f64 = 1e-5;
+const DICE_SMOOTH: f64 = 1.0;
+
+/// `Σ_taps FocalLoss(P, M) + BinaryDiceLoss(P[:, 1], M)` for probabilities `[B, 2, S, S]` per tap
+/// and 0/1 masks `[B, S, S]`; also the per-tap values.
+pub fn seg_loss(probs: &[Tensor<4>], masks: Tensor<3>) -> (Tensor<1>, Vec<Tensor<1>>) {
+    let parts: Vec<Tensor<1>> = probs
+        .iter()
+        .map(|p| {
+            let [b, _, s, w] = p.dims();
+            let anomalous = p.clone().narrow(1, 1, 1).reshape([b, s, w]);
+            focal_loss(p.clone(), masks.clone(), FOCAL_GAMMA, FOCAL_SMOOTH) + binary_dice_loss(anomalous, masks.clone(), DICE_SMOOTH)
+        })
+        .collect();
+    let total = parts.iter().cloned().reduce(|a, b| a + b).expect("at least one tap");
+    (total, parts)
+}
+
+/// The loss of one batch: `pixels` `[B, 3, S, S]` and `masks` `[B, S, S]` on the backbone's plain
+/// device, `text` `[B, 2, E]` the prototypes of each image's class; `layers` may live on the
+/// autodiff device (the frozen features join it as constants).
+pub fn batch_loss(clip: &ClipModel, layers: &LinearLayers, config: &VandConfig, pixels: Tensor<4>, masks: Tensor<3>, text: Tensor<3>) -> Result<(Tensor<1>, Vec<Tensor<1>>), DetectError> {
+    let out = clip.visual.forward(pixels, VisionForward { taps: &config.taps, ..Default::default() })?;
+    let device = layers.fc[0].weight.device();
+    let g = clip.visual.grid_for(config.image_size);
+    let lift = |t: Tensor<3>| if device.is_autodiff() { t.autodiff() } else { t };
+    let taps: Vec<Tensor<3>> = out.taps.into_iter().map(lift).collect();
+    let text = lift(text);
+    let masks = if device.is_autodiff() { masks.autodiff() } else { masks };
+    let probs: Vec<Tensor<4>> = logit_differences(layers, &taps, &text, g).into_iter().map(|d| training_probabilities(d, config.image_size)).collect();
+    Ok(seg_loss(&probs, masks))
+}
+
+/// Training options; [`TrainOptions::official`] holds `train.py`'s values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// The model.
+    pub config: VandConfig,
+    /// Epochs (official: 3 on MVTec, 15 on VisA).
+    pub epochs: usize,
+    /// Learning rate (1e-3).
+    pub lr: f64,
+    /// Adam β₁, β₂ ((0.5, 0.999)); ε is PyTorch's 1e-8.
+    pub betas: (f32, f32),
+    /// Batch size (8).
+    pub batch_size: usize,
+    /// Probability of the 2×2 mosaic (official 0.2 on MVTec, 0 on VisA).
+    pub aug_rate: f64,
+    /// Seed of initialisation, shuffling and the mosaic (111).
+    pub seed: u64,
+    /// Write a checkpoint every this many epochs (`save_freq`; the last epoch is always saved).
+    pub save_every: usize,
+    /// Stop each epoch after this many steps (`None`: the whole epoch).
+    pub max_steps_per_epoch: Option<usize>,
+    /// Batch size of validation passes.
+    pub eval_batch_size: usize,
+}
+
+impl TrainOptions {
+    /// `train.py` around `config` (the VisA run: 15 epochs, no mosaic).
+    pub fn official(config: VandConfig) -> Self {
+        Self { config, epochs: 15, lr: 1e-3, betas: (0.5, 0.999), batch_size: 8, aug_rate: 0.0, seed: 111, save_every: 1, max_steps_per_epoch: None, eval_batch_size: 4 }
+    }
+
+    fn check(&self) -> Result<(), DetectError> {
+        let mut problems = Vec::new();
+        if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 || self.save_every == 0 {
+            problems.push("epochs, batch sizes and the save interval must be at least 1".to_string());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            problems.push(format!("learning rate must be positive, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.betas.0) || !(0.0..1.0).contains(&self.betas.1) {
+            problems.push(format!("Adam betas must be in [0, 1), got {:?}", self.betas));
+        }
+        if !(0.0..=1.0).contains(&self.aug_rate) {
+            problems.push(format!("aug_rate must be in [0, 1], got {}", self.aug_rate));
+        }
+        if problems.is_empty() { Ok(()) } else { Err(DetectError::Invalid(format!("VAND training options: {}", problems.join("; ")))) }
+    }
+}
+
+/// One sample as `([3, S, S] normalised pixels, [S, S] 0/1 mask)`; with `mosaic` the four given
+/// tiles replace it.
+fn load_sample(sample: &Sample, size: usize, mosaic: Option<&[Sample; 4]>) -> Result<(Vec<f32>, Vec<f32>), DetectError> {
+    let data_error = |e: vlad_data::DataError| DetectError::Invalid(e.to_string());
+    let read = |s: &Sample| -> Result<(RgbImage, GrayImage), DetectError> {
+        let image = open_image(&s.image_path).map_err(data_error)?;
+        let (w, h) = image.dimensions();
+        let mask = match (&s.mask_path, s.label) {
+            (Some(path), Label::Anomalous) => {
+                let mask = open_mask(path).map_err(data_error)?;
+                if mask.dimensions() != (w, h) {
+                    return Err(DetectError::Invalid(format!("{}: mask is {:?}, its image {} is {:?}", path.display(), mask.dimensions(), s.image_path.display(), (w, h))));
+                }
+                mask
+            }
+            _ => GrayImage::new(w, h),
+        };
+        Ok((image, mask))
+    };
+    let (image, mask) = match mosaic {
+        Some(tiles) => {
+            let loaded: Vec<(RgbImage, GrayImage)> = tiles.iter().map(read).collect::<Result<_, _>>()?;
+            mosaic_2x2([(&loaded[0].0, &loaded[0].1), (&loaded[1].0, &loaded[1].1), (&loaded[2].0, &loaded[2].1), (&loaded[3].0, &loaded[3].1)]).map_err(data_error)?
+        }
+        None => read(sample)?,
+    };
+    let s = size as u32;
+    let image = vlad_imaging::resize_rgb(&image, s, s, Filter::Bicubic);
+    let mask = resize_binary_mask(&mask, s, s, MaskRule::BilinearThreshold);
+    let planar = Planar::from_image_and_mask(&image, &mask, CLIP_MEAN, CLIP_STD).map_err(data_error)?;
+    let mut data = planar.data;
+    let mask: Vec<f32> = data.split_off(3 * size * size).into_iter().map(|v| if v != 0.0 { 1.0 } else { 0.0 }).collect();
+    Ok((data, mask))
+}
+
+/// A batch on `device`: pixels `[B, 3, S, S]`, masks `[B, S, S]`, class names.
+pub fn load_batch(samples: &[&Sample], size: usize, mosaics: &[Option<[Sample; 4]>], device: &Device) -> Result<(Tensor<4>, Tensor<3>, Vec<String>), DetectError> {
+    let loaded: Vec<(Vec<f32>, Vec<f32>)> = samples.par_iter().zip(mosaics).map(|(s, m)| load_sample(s, size, m.as_ref())).collect::<Result<_, _>>()?;
+    let n = samples.len();
+    let (mut pixels, mut masks) = (Vec::with_capacity(n * 3 * size * size), Vec::with_capacity(n * size * size));
+    for (p, m) in loaded {
+        pixels.extend(p);
+        masks.extend(m);
+    }
+    Ok((
+        Tensor::from_data(TensorData::new(pixels, [n, 3, size, size]), device),
+        Tensor::from_data(TensorData::new(masks, [n, size, size]), device),
+        samples.iter().map(|s| s.class_name.clone()).collect(),
+    ))
+}
+
+/// Prototypes `[2, E]` of every class of `samples`, on the backbone's device.
+pub fn class_prototypes(clip: &ClipModel, samples: &[Sample]) -> Result<BTreeMap<String, Tensor<2>>, DetectError> {
+    let tokenizer = ClipTokenizer::openai()?;
+    let mut out = BTreeMap::new();
+    for s in samples {
+        if !out.contains_key(&s.class_name) {
+            out.insert(s.class_name.clone(), text_prototypes(clip, &tokenizer, &s.class_name)?);
+        }
+    }
+    Ok(out)
+}
+
+fn stack_text(prototypes: &BTreeMap<String, Tensor<2>>, classes: &[String]) -> Tensor<3> {
+    Tensor::stack(classes.iter().map(|c| prototypes[c].clone()).collect(), 0)
+}
+
+/// Validation metrics of the zero-shot path (per class, then the plain mean over classes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    /// Images evaluated.
+    pub images: usize,
+    /// Mean pixel AUROC over the classes where it is defined.
+    pub pixel_auroc: Option<f64>,
+    /// Mean image AUROC of the text probability (the official zero-shot image score).
+    pub image_auroc: Option<f64>,
+    /// `(class, pixel AUROC, image AUROC)`.
+    pub per_class: Vec<(String, Option<f64>, Option<f64>)>,
+}
+
+/// Zero-shot maps and text scores of `layers` on `samples` (unaugmented), as `vlad eval` forms
+/// them, reduced to per-class pixel and image AUROC.
+pub fn validate(clip: &ClipModel, layers: &LinearLayers, config: &VandConfig, samples: &[Sample], batch_size: usize) -> Result<Validation, DetectError> {
+    let device = clip.visual.proj.device();
+    let options = super::VandOptions { keep_backbone_settings: true, ..Default::default() };
+    let mut detector = super::Vand::new(clip.clone(), layers.clone().fork(&device), config.clone(), options)?;
+    let mut by_class: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
+    for sample in samples {
+        by_class.entry(sample.class_name.as_str()).or_default().push(sample);
+    }
+    let host = |t: Tensor<3>| t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| DetectError::Invalid(format!("cannot read a validation result back: {e:?}")));
+    let metrics_error = |e: vlad_metrics::MetricsError| DetectError::Invalid(format!("validation metrics: {e}"));
+    let s = config.image_size;
+    let mut rows = Vec::new();
+    for (class, members) in by_class {
+        detector.set_class(class)?;
+        let (mut maps, mut masks, mut scores, mut labels) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for chunk in members.chunks(batch_size.max(1)) {
+            let (pixels, batch_masks, _) = load_batch(chunk, s, &vec![None; chunk.len()], &device)?;
+            let out = detector.detect(pixels)?;
+            maps.extend(host(out.map)?);
+            masks.extend(host(batch_masks)?.into_iter().map(|m| (m > 0.5) as u8));
+            scores.extend(host(out.image_score.unsqueeze::<3>())?);
+            labels.extend(chunk.iter().map(|s| s.label.as_int() as u8));
+        }
+        let n = labels.len();
+        let pixel = pixel_metrics(&maps, &masks, MapShape::new(n, s, s), None).map_err(metrics_error)?.binary.auroc;
+        let image = binary_metrics(&scores, &labels).map_err(metrics_error)?.auroc;
+        rows.push((class.to_string(), pixel, image));
+    }
+    let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    Ok(Validation {
+        images: samples.len(),
+        pixel_auroc: mean(rows.iter().filter_map(|r| r.1).collect()),
+        image_auroc: mean(rows.iter().filter_map(|r| r.2).collect()),
+        per_class: rows,
+    })
+}
+
+/// What an epoch did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch, 1-based.
+    pub epoch: usize,
+    /// Steps taken.
+    pub steps: usize,
+    /// Mean loss.
+    pub loss: f64,
+    /// Mean loss per tap.
+    pub tap_losses: Vec<f64>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+    /// Validation after the epoch.
+    pub validation: Option<Validation>,
+    /// Checkpoint written (if any this epoch).
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Progress callbacks (the CLI draws bars with them).
+pub trait TrainObserver {
+    /// Training starts: epochs and steps per epoch.
+    fn on_start(&mut self, _epochs: usize, _steps_per_epoch: usize) {}
+    /// A step finished.
+    fn on_step(&mut self, _epoch: usize, _step: usize, _loss: f64) {}
+    /// An epoch finished.
+    fn on_epoch(&mut self, _record: &EpochRecord) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl TrainObserver for Quiet {}
+
+/// Gives the layers fixed parameter ids and moves them to the autodiff copy of `device`.
+pub fn trainable(mut layers: LinearLayers, device: &Device) -> LinearLayers {
+    for (i, fc) in layers.fc.iter_mut().enumerate() {
+        fc.weight = Param::initialized(ParamId::from(0x7A4D_0000 + 2 * i as u64), fc.weight.val()).set_require_grad(true);
+        if let Some(b) = fc.bias.take() {
+            fc.bias = Some(Param::initialized(ParamId::from(0x7A4D_0001 + 2 * i as u64), b.val()).set_require_grad(true));
+        }
+    }
+    layers.fork(&device.clone().autodiff()).train()
+}
+
+/// One optimiser step on a loaded batch; returns the loss before the step and the per-tap losses.
+pub fn step(
+    clip: &ClipModel,
+    layers: LinearLayers,
+    optimizer: &mut ModuleOptimizer,
+    options: &TrainOptions,
+    batch: (Tensor<4>, Tensor<3>, Tensor<3>),
+) -> Result<(LinearLayers, f64, Vec<f64>), DetectError> {
+    let (pixels, masks, text) = batch;
+    let (loss, parts) = batch_loss(clip, &layers, &options.config, pixels, masks, text)?;
+    let scalar = |t: Tensor<1>| t.into_data().convert::<f64>().try_into_vec::<f64>().map(|v| v[0]).map_err(|e| DetectError::Invalid(format!("{e:?}")));
+    let value = scalar(loss.clone())?;
+    if !value.is_finite() {
+        return Err(DetectError::Invalid(format!("VAND training: the loss is {value}")));
+    }
+    let parts = parts.into_iter().map(scalar).collect::<Result<Vec<_>, _>>()?;
+    let grads = GradientsParams::from_grads(loss.backward(), &layers);
+    let layers = optimizer.step(options.lr, layers, grads);
+    Ok((layers, value, parts))
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// Per-epoch records.
+    pub epochs: Vec<EpochRecord>,
+    /// The last checkpoint.
+    pub checkpoint: PathBuf,
+    /// Validation of the initial layers (when validation data was given).
+    pub untrained: Option<Validation>,
+}
+
+/// Trains from freshly initialised layers on `samples` (of `index`, which the mosaic draws from),
+/// writing `epoch_N.safetensors` and `metrics.jsonl` into `out` (refusing to overwrite a checkpoint
+/// unless `overwrite`).
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    clip: &ClipModel,
+    index: &DatasetIndex,
+    split: Split,
+    samples: &[Sample],
+    validation: Option<&[Sample]>,
+    options: &TrainOptions,
+    out: &Path,
+    overwrite: bool,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainSummary, DetectError> {
+    options.check()?;
+    options.config.validate(&clip.config)?;
+    if samples.is_empty() {
+        return Err(DetectError::Invalid("VAND training: no samples".into()));
+    }
+    let io = |e: std::io::Error, p: &Path| DetectError::Invalid(format!("{}: {e}", p.display()));
+    std::fs::create_dir_all(out).map_err(|e| io(e, out))?;
+    let planned: Vec<PathBuf> = (1..=options.epochs).map(|e| out.join(format!("epoch_{e}.safetensors"))).collect();
+    if !overwrite && let Some(existing) = planned.iter().find(|p| p.exists()) {
+        return Err(DetectError::Invalid(format!("{} already exists (choose another output directory or allow overwriting)", existing.display())));
+    }
+    let device = clip.visual.proj.device();
+    let prototypes = class_prototypes(clip, samples)?;
+    let initial = LinearLayers::init(&options.config, options.seed, &device);
+    let untrained = validation.map(|v| validate(clip, &initial, &options.config, v, options.eval_batch_size)).transpose()?;
+    let mut layers = trainable(initial, &device);
+    let mut optimizer = AdamConfig::new().with_beta_1(options.betas.0).with_beta_2(options.betas.1).with_epsilon(1e-8).init();
+    let steps_per_epoch = samples.len().div_ceil(options.batch_size);
+    let steps_per_epoch = options.max_steps_per_epoch.map_or(steps_per_epoch, |m| m.min(steps_per_epoch));
+    observer.on_start(options.epochs, steps_per_epoch);
+    let log_path = out.join("metrics.jsonl");
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| io(e, &log_path))?;
+    let mut records = Vec::new();
+    let mut last = planned[0].clone();
+    for epoch in 1..=options.epochs {
+        let started = Instant::now();
+        let mut order: Vec<usize> = (0..samples.len()).collect();
+        SeededRng::derive(options.seed, &format!("vand/epoch-{epoch}")).shuffle(&mut order);
+        let (mut loss_sum, mut tap_sums, mut steps) = (0.0, vec![0.0; options.config.taps.len()], 0usize);
+        for (step_index, chunk) in order.chunks(options.batch_size).take(steps_per_epoch).enumerate() {
+            let batch: Vec<&Sample> = chunk.iter().map(|&i| &samples[i]).collect();
+            let mosaics: Vec<Option<[Sample; 4]>> = chunk
+                .iter()
+                .map(|&i| {
+                    let mut rng = SeededRng::derive(options.seed, &format!("vand/epoch-{epoch}/sample-{i}"));
+                    if options.aug_rate > 0.0 && rng.range_f64(0.0, 1.0) < options.aug_rate {
+                        choose_mosaic_tiles(index, &samples[i].class_name, split, MosaicPolicy::Vand, &mut rng).map(Some).map_err(|e| DetectError::Invalid(e.to_string()))
+                    } else {
+                        Ok(None)
+                    }
+                })
+                .collect::<Result<_, _>>()?;
+            let (pixels, masks, classes) = load_batch(&batch, options.config.image_size, &mosaics, &device)?;
+            let text = stack_text(&prototypes, &classes);
+            let (next, loss, parts) = step(clip, layers, &mut optimizer, options, (pixels, masks, text))?;
+            layers = next;
+            loss_sum += loss;
+            tap_sums.iter_mut().zip(&parts).for_each(|(a, b)| *a += b);
+            steps += 1;
+            observer.on_step(epoch, step_index, loss);
+        }
+        let plain = layers.valid();
+        let checkpoint = (epoch % options.save_every == 0 || epoch == options.epochs).then(|| planned[epoch - 1].clone());
+        if let Some(path) = &checkpoint {
+            checkpoint::save(path, &plain, &options.config, Some(epoch))?;
+            last = path.clone();
+        }
+        let validation = validation.map(|v| validate(clip, &plain, &options.config, v, options.eval_batch_size)).transpose()?;
+        let record = EpochRecord {
+            epoch,
+            steps,
+            loss: loss_sum / steps.max(1) as f64,
+            tap_losses: tap_sums.iter().map(|s| s / steps.max(1) as f64).collect(),
+            seconds: started.elapsed().as_secs_f64(),
+            validation,
+            checkpoint,
+        };
+        writeln!(log, "{}", serde_json::to_string(&record).expect("record serialises")).map_err(|e| io(e, &log_path))?;
+        observer.on_epoch(&record);
+        records.push(record);
+    }
+    Ok(TrainSummary { epochs: records, checkpoint: last, untrained })
+}
