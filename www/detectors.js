@@ -62,6 +62,16 @@ export const DETECTORS = [
       { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },
     ],
   },
+  {
+    id: 'vand',
+    checkpoint: true,
+    references: 'memory',
+    noteEn: 'VAND / APRIL-GAN (CVPR 2023 workshop): four trained linear layers map patch tokens of blocks 6/12/18/24 into the text space; the image score is plain CLIP\'s. Normal references become its few-shot memory. Needs its checkpoint (the released mvtec_pretrained.pth / visa_pretrained.pth, or the safetensors file vlad train vand writes).',
+    noteKo: 'VAND / APRIL-GAN (CVPR 2023 워크숍): 학습된 선형층 4개가 블록 6/12/18/24의 패치 토큰을 텍스트 공간으로 옮깁니다. 이미지 점수는 기본 CLIP의 것입니다. 정상 참조 이미지는 few-shot 메모리가 됩니다. 체크포인트(공개된 mvtec_pretrained.pth / visa_pretrained.pth 또는 vlad train vand가 쓰는 safetensors)가 필요합니다.',
+    options: [
+      { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },
+    ],
+  },
 ];
 
 /** Detector names the loaded engine implements. */

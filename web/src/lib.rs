@@ -12,6 +12,7 @@ use vlad_clip::{Activation, ClipConfig, ClipModel, ClipTokenizer, PosEmbedResize
 use vlad_detect::aa_clip::{AaClip, AaClipConfig, AaClipOptions};
 use vlad_detect::bayes_pfl::{BayesPfl, BayesPflOptions, NoiseMode, StageChoice};
 use vlad_detect::calibration::ScoreCalibration;
+use vlad_detect::vand::{Vand, VandOptions};
 use vlad_detect::winclip::{WinClip, WinClipConfig};
 use vlad_detect::zero_shot::{ZeroShotClip, ZeroShotConfig, ZeroShotPrompts};
 use vlad_detect::{DetectError, Detection, Detector};
@@ -19,10 +20,10 @@ use wasm_bindgen::prelude::*;
 use web_time::Instant;
 
 /// What [`Engine::set_detector`] accepts.
-const DETECTORS: &[&str] = &["zero-shot", "winclip", "aa-clip", "bayes-pfl"];
+const DETECTORS: &[&str] = &["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand"];
 
 /// Detectors that need trained weights of their own ([`Engine::add_checkpoint`]).
-const NEEDS_CHECKPOINT: &[&str] = &["aa-clip", "bayes-pfl"];
+const NEEDS_CHECKPOINT: &[&str] = &["aa-clip", "bayes-pfl", "vand"];
 
 #[wasm_bindgen(start)]
 fn start() {
@@ -174,9 +175,11 @@ impl Engine {
     ///   reference images turn it into WinCLIP+;
     /// - `aa-clip` — `{"image_size": S}` (default: the checkpoint's, else 37 patches a side);
     /// - `bayes-pfl` — `{"samples": R, "image_size": S, "seed": 333, "taps": [6, 12, 18, 24],
-    ///   "sigma": 8}` (defaults: the official test's, taps at the quarters of the vision depth).
+    ///   "sigma": 8}` (defaults: the official test's, taps at the quarters of the vision depth);
+    /// - `vand` — `{"image_size": S}` (default: the checkpoint's, else 37 patches a side);
+    ///   reference images become its few-shot memory.
     ///
-    /// The last two need their checkpoint ([`Engine::add_checkpoint`]).
+    /// The last three need their checkpoint ([`Engine::add_checkpoint`]).
     pub fn set_detector(&mut self, name: &str, options_json: &str) -> Result<(), JsError> {
         let model = self.model.clone().ok_or_else(|| js_err("load backbone weights first"))?;
         let options: serde_json::Value = if options_json.trim().is_empty() {
@@ -241,6 +244,12 @@ impl Engine {
                 }
                 Box::new(BayesPfl::from_checkpoint(model, checkpoint, config).map_err(js_err)?)
             }
+            "vand" => {
+                let files = self.checkpoint_files(name)?;
+                let weights = vlad_detect::vand::checkpoint::load_weight_file(&files[0], &model.config, None, &self.device).map_err(js_err)?;
+                let options = VandOptions { image_size: options["image_size"].as_u64().map(|v| v as usize), ..Default::default() };
+                Box::new(Vand::from_weights(model, weights, options).map_err(js_err)?)
+            }
             other => return Err(js_err(format!("unknown detector `{other}` ({})", DETECTORS.join(", ")))),
         };
         detector.set_class(&self.class_name).map_err(js_err)?;
@@ -254,7 +263,7 @@ impl Engine {
 
     /// Adds a checkpoint file (safetensors, burnpack or the official PyTorch `.pth` bytes) for a detector that needs trained
     /// weights: `aa-clip` takes its text- and image-adapter files (one call each, or one file
-    /// holding both); `bayes-pfl` takes one file (a new one replaces the old). Takes effect at the
+    /// holding both); `bayes-pfl` and `vand` take one file each (a new one replaces the old). Takes effect at the
     /// next [`Engine::set_detector`]. Returns the number of tensors in the file.
     pub fn add_checkpoint(&mut self, detector: &str, bytes: Vec<u8>, name: &str) -> Result<usize, JsError> {
         if !NEEDS_CHECKPOINT.contains(&detector) {
@@ -262,11 +271,16 @@ impl Engine {
         }
         // The released Bayes-PFL files keep their state dict under `MyModel`; AA-CLIP's official
         // adapter files are plain state dicts.
-        let key = (detector == "bayes-pfl" && bytes.starts_with(b"PK\x03\x04")).then_some("MyModel");
+        // VAND's official files keep theirs under `trainable_linearlayer`.
+        let key = match detector {
+            "bayes-pfl" => bytes.starts_with(b"PK\x03\x04").then_some("MyModel"),
+            "vand" => vlad_detect::vand::checkpoint::top_level_key(&bytes),
+            _ => None,
+        };
         let file = WeightFile::from_bytes_with_key(bytes, name, key).map_err(js_err)?;
         let tensors = file.entries.len();
         let files = self.checkpoints.entry(detector.to_string()).or_default();
-        if detector == "bayes-pfl" {
+        if detector == "bayes-pfl" || detector == "vand" {
             files.clear();
         }
         files.push(file);

@@ -11,6 +11,7 @@ use vlad_detect::Detector;
 use vlad_detect::aa_clip::checkpoint::{image_tensors, load_weight_files, safetensors_bytes, text_tensors};
 use vlad_detect::aa_clip::{AaClip, AaClipConfig, AaClipOptions, ImageAdapter, TextAdapter};
 use vlad_detect::bayes_pfl::checkpoint::vlad_entries;
+use vlad_detect::vand::{LinearLayers, VandConfig};
 use vlad_detect::bayes_pfl::{BayesPfl, BayesPflHead, BayesPflOptions, DeadWeights, HeadConfig, Stage, StageChoice, load_checkpoint};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
@@ -128,6 +129,13 @@ async fn baseline_detector_parity_on_webgpu_and_cpu() {
 }
 
 #[wasm_bindgen_test]
+async fn vand_parity_on_webgpu_and_cpu() {
+    for (device, tag) in [(gpu().await, "webgpu"), (Device::flex(), "cpu")] {
+        detectors::vand(&device, tag).await;
+    }
+}
+
+#[wasm_bindgen_test]
 async fn aa_clip_parity_on_the_cpu() {
     detectors::aa_clip(&Device::flex(), "cpu").await;
 }
@@ -183,6 +191,19 @@ fn aa_clip_checkpoint(clip: &ClipConfig) -> Vec<u8> {
         values.iter_mut().for_each(|v| *v = 0.2 * next());
     }
     safetensors_bytes(&tensors, &BTreeMap::new()).unwrap()
+}
+
+/// VAND linear layers for `clip` with pseudo-random weights, as the safetensors bytes vlad writes
+/// (config in the metadata).
+fn vand_checkpoint(clip: &ClipConfig) -> Vec<u8> {
+    let config = VandConfig::for_backbone(clip);
+    let mut tensors = vlad_detect::vand::checkpoint::tensors(&LinearLayers::new(&config, &Device::flex())).unwrap();
+    let mut next = pseudo_random(13);
+    for (_, _, values) in &mut tensors {
+        values.iter_mut().for_each(|v| *v = 0.2 * next());
+    }
+    let metadata = BTreeMap::from([(vlad_detect::vand::checkpoint::META_CONFIG.to_string(), serde_json::to_string(&config).unwrap())]);
+    safetensors_bytes(&tensors, &metadata).unwrap()
 }
 
 /// A freshly initialised Bayes-PFL head (3 flows, 4 RCA layers) for `clip`, as vlad's burnpack.
@@ -252,14 +273,14 @@ fn message(e: wasm_bindgen::JsError) -> String {
 }
 
 #[wasm_bindgen_test]
-async fn engine_runs_aa_clip_and_bayes_pfl_from_checkpoint_bytes() {
+async fn engine_runs_the_trained_detectors_from_checkpoint_bytes() {
     let mut engine = vlad_web::Engine::create(false).await;
     let info = engine.load_weights(bayes_backbone_bytes(), "", "").unwrap();
     assert!(info.contains("\"image_size\":48"), "{info}");
     let config = ClipConfig::from_json(include_str!("../../tests/fixtures/bayes_pfl/tiny_config.json")).unwrap();
     engine.set_class("bottle").unwrap();
     let detectors: Vec<String> = serde_json::from_str(&vlad_web::Engine::detectors()).unwrap();
-    for name in ["zero-shot", "winclip", "aa-clip", "bayes-pfl"] {
+    for name in ["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand"] {
         assert!(detectors.iter().any(|d| d == name), "{detectors:?}");
     }
 
@@ -273,6 +294,7 @@ async fn engine_runs_aa_clip_and_bayes_pfl_from_checkpoint_bytes() {
     for (name, bytes, options) in [
         ("aa-clip", aa_clip_checkpoint(&config), r#"{"image_size": 48}"#),
         ("bayes-pfl", bayes_pfl_checkpoint(&config), r#"{"image_size": 48, "samples": 2}"#),
+        ("vand", vand_checkpoint(&config), r#"{"image_size": 48}"#),
     ] {
         let tensors = engine.add_checkpoint(name, bytes, name).unwrap();
         assert!(tensors > 4, "{name}: {tensors} tensors");

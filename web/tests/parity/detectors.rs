@@ -1,5 +1,5 @@
 //! The detectors' parity fixtures in the browser: the same references the native tests use
-//! (open_clip/anomalib for zero-shot CLIP and WinCLIP, the official AA-CLIP and Bayes-PFL code),
+//! (open_clip/anomalib for zero-shot CLIP and WinCLIP, the official AA-CLIP, Bayes-PFL and VAND code),
 //! run on WebGPU and on the CPU backend. Tolerance as natively: max |diff| ≤ 1e-4 · max |ref|.
 use std::collections::{BTreeMap, VecDeque};
 
@@ -11,6 +11,7 @@ use vlad_detect::Detector;
 use vlad_detect::aa_clip::checkpoint::load_weight_files;
 use vlad_detect::aa_clip::{AaClip, AaClipOptions, Domain};
 use vlad_detect::bayes_pfl::{BayesPfl, BayesPflOptions, FixedNoise, NoiseMode, StageChoice, load_checkpoint};
+use vlad_detect::vand::{Vand, VandOptions};
 use vlad_detect::winclip::{WinClip, WinClipConfig};
 use vlad_detect::zero_shot::{ZeroShotClip, ZeroShotConfig, ZeroShotPrompts};
 
@@ -218,3 +219,49 @@ pub async fn bayes_pfl(device: &Device, tag: &str) {
     }
 }
 
+
+// ------------------------------------------------------------------ VAND / APRIL-GAN
+
+macro_rules! vand_fixture {
+    ($name:literal) => {
+        include_bytes!(concat!("../../../tests/fixtures/vand/", $name))
+    };
+}
+
+/// VAND with the official `{'trainable_linearlayer': …}` file read from bytes, against the
+/// official `test.py`: the zero-shot map and text score, then the few-shot map with the two
+/// reference PNGs of the Python run's `k_shot.txt`, decoded and preprocessed as the page does.
+pub async fn vand(device: &Device, tag: &str) {
+    let cfg: serde_json::Value = serde_json::from_str(include_str!("../../../tests/fixtures/vand/config.json")).unwrap();
+    let clip = ClipConfig::from_json(&cfg["clip"].to_string()).unwrap();
+    let mut entries = BTreeMap::new();
+    for item in cfg["manifest"].as_array().unwrap() {
+        let name = item[0].as_str().unwrap();
+        let shape: Vec<usize> = item[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        entries.insert(name.to_string(), Entry::from_values(shape.clone(), vlad_clip::weights::hashed_parameter(name, &shape)));
+    }
+    let mut reader = WeightReader::new("hash backbone", entries, device);
+    let model = ClipModel::from_reader(&clip, &mut reader);
+    assert!(reader.finish(false).unwrap().is_complete());
+    let bytes = vand_fixture!("linear.pth").to_vec();
+    let key = vlad_detect::vand::checkpoint::top_level_key(&bytes);
+    let file = WeightFile::from_bytes_with_key(bytes, "linear.pth", key).unwrap();
+    let weights = vlad_detect::vand::checkpoint::load_weight_file(&file, &model.config, None, device).unwrap();
+    let options = VandOptions { image_size: Some(cfg["image_size"].as_u64().unwrap() as usize), ..Default::default() };
+    let mut detector = Vand::from_weights(model, weights, options).unwrap();
+    detector.set_class("bottle").unwrap();
+    yield_to_browser().await;
+    let out = detector.detect(tensor4(vand_fixture!("images.npy"), device)).unwrap();
+    assert_close(&format!("{tag} VAND zero-shot map"), &read_any(out.map).await, &npy(vand_fixture!("zero_map.npy")).1);
+    assert_close(&format!("{tag} VAND text score"), &read_any(out.image_score).await, &npy(vand_fixture!("zero_score.npy")).1);
+    assert_eq!(cfg["k_shot"], serde_json::json!(["bottle/train/good/000.png", "bottle/train/good/001.png"]));
+    let pre = detector.preprocess();
+    let references: Vec<Vec<f32>> = [&vand_fixture!("data/bottle/train/good/000.png")[..], &vand_fixture!("data/bottle/train/good/001.png")[..]]
+        .iter()
+        .map(|png| pre.to_chw(&vlad_imaging::decode_rgb(png).unwrap()))
+        .collect();
+    detector.fit_reference(pre.batch(&references, device).unwrap()).unwrap();
+    yield_to_browser().await;
+    let out = detector.detect(tensor4(vand_fixture!("images.npy"), device)).unwrap();
+    assert_close(&format!("{tag} VAND few-shot map"), &read_any(out.map).await, &npy(vand_fixture!("few_map.npy")).1);
+}

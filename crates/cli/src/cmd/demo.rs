@@ -254,7 +254,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let aux = AUXILIARY.join(",");
     let target = TARGET.join(",");
     let runs = out.join("runs");
-    eprintln!("\n[3/6] training AA-CLIP and Bayes-PFL on the auxiliary classes {aux} (their test split, as the official protocols)");
+    eprintln!("\n[3/6] training AA-CLIP, Bayes-PFL and VAND on the auxiliary classes {aux} (their test split, as the official protocols)");
     let aa_dir = runs.join("aa-clip");
     let mut argv = model.clone();
     argv.extend(strings(&["--data", &path(&data), "--classes", &aux, "--out", &path(&aa_dir)]));
@@ -270,6 +270,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
     super::train::run(super::train::TrainCommand::BayesPfl(parse("train bayes-pfl", &argv)?))?;
     let pfl_checkpoint = pfl_dir.join(format!("epoch_post_{}_2.bpk", args.epochs + 1));
 
+    let vand_dir = runs.join("vand");
+    let mut argv = model.clone();
+    argv.extend(strings(&["--data", &path(&data), "--classes", &aux, "--out", &path(&vand_dir), "--epochs", &args.epochs.to_string()]));
+    argv.extend(strings(&["--batch-size", "8", "--aug-rate", "0.2", "--image-size", &size.to_string(), "--taps", &taps, "--seed", &args.seed.to_string()]));
+    super::train::run(super::train::TrainCommand::Vand(parse("train vand", &argv)?))?;
+    let vand_checkpoint = vand_dir.join(format!("epoch_{}.safetensors", args.epochs));
+
     // 4. Evaluation.
     eprintln!("\n[4/6] zero-shot evaluation of every detector on the held-out classes {target}");
     let results = out.join("results");
@@ -281,6 +288,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             "bayes-pfl",
             strings(&["--detector", "bayes-pfl", "--checkpoint", &path(&pfl_checkpoint), "--pfl-image-size", &size.to_string(), "--pfl-taps", &taps, "--pfl-samples", "4"]),
         ),
+        ("vand", strings(&["--detector", "vand", "--checkpoint", &path(&vand_checkpoint)])),
     ];
     let mut rows = Vec::new();
     for (name, detector_args) in &detectors {
@@ -340,14 +348,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
     println!("{summary}");
     println!("Per-class tables, results JSON and ROC/PR/PRO plots: {}/", results.display());
     println!("Overlays (rows: image, ground truth, {}): {}", detectors.iter().map(|d| d.0).collect::<Vec<_>>().join(", "), montage_path.display());
-    println!("Checkpoints: {}/ (AA-CLIP) and {} (Bayes-PFL)", aa_dir.display(), pfl_checkpoint.display());
+    println!("Checkpoints: {}/ (AA-CLIP), {} (Bayes-PFL) and {} (VAND)", aa_dir.display(), pfl_checkpoint.display(), vand_checkpoint.display());
     println!(
         "\nHow to go on (README.md has the details):\n\
          * real weights: download OpenAI ViT-L/14@336 (Hugging Face `openai/clip-vit-large-patch14-336`, model.safetensors), then\n    \
            vlad convert --weights model.safetensors --out vit-l-14-336.bpk --f16   and   vlad demo --weights vit-l-14-336.bpk\n\
          * real datasets: vlad eval --detector winclip --weights vit-b-16-plus-240.bpk --data /data/mvtec_anomaly_detection --out mvtec.json\n\
          * official checkpoints: vlad eval --detector bayes-pfl --weights vit-l-14-336.bpk --checkpoint train_visa.pth --data /data/mvtec …\n\
-         * training: vlad train aa-clip --weights … --data /data/VisA --out runs/aa-clip   (and vlad train bayes-pfl …)\n\
+         * training: vlad train aa-clip --weights … --data /data/VisA --out runs/aa-clip   (and vlad train bayes-pfl|vand …)\n\
+         * the released VAND layers: vlad eval --detector vand --weights vit-l-14-336.bpk --checkpoint exps/pretrained/visa_pretrained.pth --data /data/mvtec …\n\
          * the page (everything runs in the browser): vlad serve   then open http://127.0.0.1:8080\n\
          \ndemo finished in {:.0} s",
         started.elapsed().as_secs_f64()

@@ -10,6 +10,7 @@ use vlad_detect::aa_clip::{AaClip, AaClipOptions, Domain};
 use vlad_detect::bayes_pfl::{BayesPfl, BayesPflOptions, NoiseMode, Stage as PflStage, StageChoice};
 use vlad_detect::calibration::{Calibration, ScoreCalibration};
 use vlad_detect::prompts::Averaging;
+use vlad_detect::vand::{Vand, VandOptions};
 use vlad_detect::winclip::{WinClip, WinClipConfig};
 use vlad_detect::zero_shot::{ZeroShotClip, ZeroShotConfig, ZeroShotPrompts};
 use vlad_detect::{DetectError, Detector};
@@ -31,6 +32,10 @@ pub enum DetectorKind {
     /// Bayes-PFL (Bayesian prompt flow; needs `--checkpoint`).
     #[value(name = "bayes-pfl")]
     BayesPfl,
+    /// VAND / APRIL-GAN (linear layers on four taps; needs `--checkpoint`); few-shot with
+    /// reference images.
+    #[value(name = "vand", alias = "april-gan")]
+    Vand,
 }
 
 /// `--zs-prompts`.
@@ -80,9 +85,10 @@ pub struct DetectorArgs {
     /// winclip: how prompt embeddings are averaged into the two prototypes.
     #[arg(long, value_enum, default_value_t = AveragingChoice::Raw)]
     pub winclip_text_averaging: AveragingChoice,
-    /// aa-clip, bayes-pfl: the trained weights. AA-CLIP: a training directory or the files
+    /// aa-clip, bayes-pfl, vand: the trained weights. AA-CLIP: a training directory or the files
     /// (`text_adapter.*`, `image_adapter[_N].*`, official `.pth` or vlad safetensors). Bayes-PFL:
-    /// one file (the released `{'MyModel': …}` `.pth`, or vlad's burnpack).
+    /// one file (the released `{'MyModel': …}` `.pth`, or vlad's burnpack). VAND: one file (the
+    /// official `{'trainable_linearlayer': …}` `.pth`, or vlad's safetensors).
     #[arg(long, num_args = 1..)]
     pub checkpoint: Vec<std::path::PathBuf>,
     /// aa-clip: `image_adapter_N` of a checkpoint directory (default 15 when present, else the latest).
@@ -125,6 +131,21 @@ pub struct DetectorArgs {
     /// bayes-pfl: image-head stage 1 or 2 (default: from the checkpoint).
     #[arg(long)]
     pub pfl_stage: Option<u8>,
+    /// vand: input side (default: the checkpoint's, else 37 patches a side = 518 for ViT-L-14-336).
+    #[arg(long)]
+    pub vand_image_size: Option<usize>,
+    /// vand: 1-based blocks feeding the linear layers (default: the checkpoint's, else the quarters
+    /// of the vision depth, 6,12,18,24 for ViT-L).
+    #[arg(long)]
+    pub vand_taps: Option<String>,
+    /// vand: 1-based blocks of the few-shot memory (default: the same as the taps, as the official
+    /// scripts).
+    #[arg(long)]
+    pub vand_few_shot_taps: Option<String>,
+    /// vand: keep the backbone's activation and positional rule (default: exact GELU and rule A, as
+    /// the official model at 518).
+    #[arg(long)]
+    pub vand_keep_activation: bool,
 }
 
 /// Builds the detector on `device` (class not set yet).
@@ -203,6 +224,23 @@ pub fn build_detector(args: &DetectorArgs, device: &Device) -> Result<Box<dyn De
                 ..BayesPflOptions::default()
             };
             Box::new(BayesPfl::new(model, checkpoint, options)?)
+        }
+        DetectorKind::Vand => {
+            let [checkpoint] = args.checkpoint.as_slice() else {
+                bail!(
+                    "vand needs exactly one --checkpoint file (the official `epoch_N.pth` / `*_pretrained.pth` or a `vlad train vand` file), got {}",
+                    args.checkpoint.len()
+                );
+            };
+            let taps = args.vand_taps.as_deref().map(|t| parse_list(t, "--vand-taps")).transpose()?;
+            let file = vlad_detect::vand::checkpoint::open(checkpoint)?;
+            let weights = vlad_detect::vand::checkpoint::load_weight_file(&file, &model.config, taps.as_deref(), device)?;
+            let options = VandOptions {
+                image_size: args.vand_image_size,
+                few_shot_taps: args.vand_few_shot_taps.as_deref().map(|t| parse_list(t, "--vand-few-shot-taps")).transpose()?,
+                keep_backbone_settings: args.vand_keep_activation,
+            };
+            Box::new(Vand::from_weights(model, weights, options)?)
         }
     })
 }

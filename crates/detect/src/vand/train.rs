@@ -258,6 +258,8 @@ pub struct EpochRecord {
 
 /// Progress callbacks (the CLI draws bars with them).
 pub trait TrainObserver {
+    /// The initial layers were validated (before the first step).
+    fn on_untrained(&mut self, _validation: &Validation) {}
     /// Training starts: epochs and steps per epoch.
     fn on_start(&mut self, _epochs: usize, _steps_per_epoch: usize) {}
     /// A step finished.
@@ -343,6 +345,9 @@ pub fn train(
     let prototypes = class_prototypes(clip, samples)?;
     let initial = LinearLayers::init(&options.config, options.seed, &device);
     let untrained = validation.map(|v| validate(clip, &initial, &options.config, v, options.eval_batch_size)).transpose()?;
+    if let Some(v) = &untrained {
+        observer.on_untrained(v);
+    }
     let mut layers = trainable(initial, &device);
     let mut optimizer = AdamConfig::new().with_beta_1(options.betas.0).with_beta_2(options.betas.1).with_epsilon(1e-8).init();
     let steps_per_epoch = samples.len().div_ceil(options.batch_size);
