@@ -15,6 +15,7 @@ pub mod baseline;
 pub mod bayes_pfl;
 pub mod calibration;
 pub mod checkpoint_io;
+pub mod clip_ad;
 pub mod losses;
 pub mod postprocess;
 pub mod prompts;

@@ -249,8 +249,10 @@ pub async fn vand(device: &Device, tag: &str) {
     let weights = vlad_detect::vand::checkpoint::load_weight_file(&file, &model.config, None, device).unwrap();
     let options = VandOptions { image_size: Some(cfg["image_size"].as_u64().unwrap() as usize), ..Default::default() };
     let mut detector = Vand::from_weights(model, weights, options).unwrap();
+    web_sys_log(&format!("{tag} VAND: encoding the 420 prompts"));
     detector.set_class("bottle").unwrap();
     yield_to_browser().await;
+    web_sys_log(&format!("{tag} VAND: zero-shot detection"));
     let out = detector.detect(tensor4(vand_fixture!("images.npy"), device)).unwrap();
     assert_close(&format!("{tag} VAND zero-shot map"), &read_any(out.map).await, &npy(vand_fixture!("zero_map.npy")).1);
     assert_close(&format!("{tag} VAND text score"), &read_any(out.image_score).await, &npy(vand_fixture!("zero_score.npy")).1);
@@ -260,8 +262,10 @@ pub async fn vand(device: &Device, tag: &str) {
         .iter()
         .map(|png| pre.to_chw(&vlad_imaging::decode_rgb(png).unwrap()))
         .collect();
+    web_sys_log(&format!("{tag} VAND: few-shot memory"));
     detector.fit_reference(pre.batch(&references, device).unwrap()).unwrap();
     yield_to_browser().await;
+    web_sys_log(&format!("{tag} VAND: few-shot detection"));
     let out = detector.detect(tensor4(vand_fixture!("images.npy"), device)).unwrap();
     assert_close(&format!("{tag} VAND few-shot map"), &read_any(out.map).await, &npy(vand_fixture!("few_map.npy")).1);
 }

@@ -668,7 +668,7 @@ fn pct(x: Option<f64>) -> String {
 
 fn train_vand(args: TrainVandArgs) -> Result<()> {
     use vlad_detect::vand::VandConfig;
-    use vlad_detect::vand::train::{TrainOptions as VandTrainOptions, train as vand_train};
+    use vlad_detect::vand::train::{TrainOptions as VandTrainOptions, VandMethod, train as vand_train};
     let started = Instant::now();
     let index = args.data.open()?;
     let split = args.data.split()?;
@@ -713,7 +713,8 @@ fn train_vand(args: TrainVandArgs) -> Result<()> {
         clip.config.name
     );
     let mut progress = VandProgress { bar: None };
-    let summary = vand_train(&clip, &index, split, &samples, validation.as_deref(), &options, &args.data.out, args.force, &mut progress)?;
+    let method = VandMethod::new(&clip, options.config.clone())?;
+    let summary = vand_train(&method, &index, split, &samples, validation.as_deref(), &options, &args.data.out, args.force, &mut progress)?;
     if let Some(bar) = progress.bar.take() {
         bar.finish();
     }

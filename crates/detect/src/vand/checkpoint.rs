@@ -9,6 +9,9 @@
 //!   in the metadata (`vlad.vand.*`). `safetensors.torch.load_file` + `load_state_dict` reads it
 //!   in the official code.
 //!
+//! CLIP-AD's SDP+ files (`{'linear_layers': …}`, the same `fc.N` keys) load through the same code
+//! with their key ([`open_keyed`]).
+//!
 //! Every missing, unused or mis-shaped tensor is an error naming the file and key.
 use std::collections::BTreeMap;
 
@@ -43,18 +46,29 @@ pub struct VandWeights {
 /// The top-level key to read a file with: the official key for PyTorch zip files (told apart by
 /// their first bytes), none for safetensors and burnpack.
 pub fn top_level_key(first_bytes: &[u8]) -> Option<&'static str> {
-    first_bytes.starts_with(b"PK\x03\x04").then_some(TOP_LEVEL_KEY)
+    keyed(first_bytes, TOP_LEVEL_KEY)
+}
+
+/// [`top_level_key`] for another method's key (CLIP-AD's `linear_layers`).
+pub fn keyed<'k>(first_bytes: &[u8], key: &'k str) -> Option<&'k str> {
+    first_bytes.starts_with(b"PK\x03\x04").then_some(key)
 }
 
 /// Opens an official `.pth` (reading its `trainable_linearlayer`) or one of our files.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open(path: &std::path::Path) -> Result<WeightFile, DetectError> {
+    open_keyed(path, TOP_LEVEL_KEY)
+}
+
+/// [`open`] with another method's top-level key (CLIP-AD: `linear_layers`).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open_keyed(path: &std::path::Path, key: &str) -> Result<WeightFile, DetectError> {
     use std::io::Read;
     let mut head = [0u8; 4];
     let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut head))
         .map_err(|e| DetectError::Invalid(format!("{}: cannot read the VAND checkpoint: {e}", path.display())))?;
-    Ok(WeightFile::open(path, top_level_key(&head[..n])).map_err(vlad_clip::ClipError::from)?)
+    Ok(WeightFile::open(path, keyed(&head[..n], key)).map_err(vlad_clip::ClipError::from)?)
 }
 
 /// Builds the layers from a checkpoint for a backbone of architecture `clip`. `taps` overrides the
@@ -66,7 +80,7 @@ pub fn load_weight_file(file: &WeightFile, clip: &ClipConfig, taps: Option<&[usi
     let mut unknown = Vec::new();
     for (key, entry) in &file.entries {
         // A flattened official file keeps the top-level key as a prefix.
-        let inner = key.strip_prefix("trainable_linearlayer.").unwrap_or(key);
+        let inner = key.strip_prefix("trainable_linearlayer.").or_else(|| key.strip_prefix("linear_layers.")).unwrap_or(key);
         let index = inner.strip_prefix("fc.").and_then(|rest| rest.split_once('.')).and_then(|(n, leaf)| n.parse::<usize>().ok().map(|n| (n, leaf)));
         match index {
             Some((_, "weight" | "bias")) => {

@@ -54,19 +54,87 @@ pub fn seg_loss(probs: &[Tensor<4>], masks: Tensor<3>) -> (Tensor<1>, Vec<Tensor
     (total, parts)
 }
 
-/// The loss of one batch: `pixels` `[B, 3, S, S]` and `masks` `[B, S, S]` on the backbone's plain
-/// device, `text` `[B, 2, E]` the prototypes of each image's class; `layers` may live on the
-/// autodiff device (the frozen features join it as constants).
-pub fn batch_loss(clip: &ClipModel, layers: &LinearLayers, config: &VandConfig, pixels: Tensor<4>, masks: Tensor<3>, text: Tensor<3>) -> Result<(Tensor<1>, Vec<Tensor<1>>), DetectError> {
-    let out = clip.visual.forward(pixels, VisionForward { taps: &config.taps, ..Default::default() })?;
+/// The loss of one batch from the tap features `taps` (`[B, T, D]` each, CLS first, on the plain
+/// device: VAND's raw residual stream, CLIP-AD's original-path taps), 0/1 `masks` `[B, S, S]` and
+/// `text` `[B, 2, E]` (the prototypes of each image's class); `layers` may live on the autodiff
+/// device (the frozen features join it as constants). Also the per-tap losses.
+pub fn batch_loss(layers: &LinearLayers, taps: Vec<Tensor<3>>, masks: Tensor<3>, text: Tensor<3>, image_size: usize) -> (Tensor<1>, Vec<Tensor<1>>) {
     let device = layers.fc[0].weight.device();
-    let g = clip.visual.grid_for(config.image_size);
-    let lift = |t: Tensor<3>| if device.is_autodiff() { t.autodiff() } else { t };
-    let taps: Vec<Tensor<3>> = out.taps.into_iter().map(lift).collect();
-    let text = lift(text);
-    let masks = if device.is_autodiff() { masks.autodiff() } else { masks };
-    let probs: Vec<Tensor<4>> = logit_differences(layers, &taps, &text, g).into_iter().map(|d| training_probabilities(d, config.image_size)).collect();
-    Ok(seg_loss(&probs, masks))
+    let [_, t, _] = taps[0].dims();
+    let g = ((t - 1) as f64).sqrt().round() as usize;
+    let lift3 = |x: Tensor<3>| if device.is_autodiff() { x.autodiff() } else { x };
+    let taps: Vec<Tensor<3>> = taps.into_iter().map(lift3).collect();
+    let text = lift3(text);
+    let masks = lift3(masks);
+    let probs: Vec<Tensor<4>> = logit_differences(layers, &taps, &text, g).into_iter().map(|d| training_probabilities(d, image_size)).collect();
+    seg_loss(&probs, masks)
+}
+
+/// What differs between the methods that train VAND's linear layers: VAND itself and CLIP-AD's
+/// SDP+ (another backbone, other taps, other prototypes, its own validation detector and file).
+pub trait LinearLayerMethod {
+    /// Short name (progress streams, messages).
+    fn name(&self) -> &'static str;
+    /// Taps, input side, widths.
+    fn config(&self) -> &VandConfig;
+    /// The frozen tap features of a batch (`[B, T, D]` per tap, CLS first; no gradients).
+    fn features(&self, pixels: Tensor<4>) -> Result<Vec<Tensor<3>>, DetectError>;
+    /// The prototypes `[2, E]` (normal, anomalous) of a training class.
+    fn prototypes(&self, class_name: &str) -> Result<Tensor<2>, DetectError>;
+    /// The method's detector with these layers (for validation).
+    fn detector(&self, layers: LinearLayers) -> Result<Box<dyn Detector>, DetectError>;
+    /// Writes a checkpoint.
+    fn save(&self, path: &Path, layers: &LinearLayers, epoch: usize) -> Result<(), DetectError>;
+    /// The backbone's plain device.
+    fn device(&self) -> Device;
+}
+
+/// VAND's side of [`LinearLayerMethod`]: the raw taps, the 35-template ensemble, our safetensors.
+pub struct VandMethod<'a> {
+    /// The frozen backbone (exact GELU and rule A for the official model).
+    pub clip: &'a ClipModel,
+    /// The model.
+    pub config: VandConfig,
+    tokenizer: ClipTokenizer,
+}
+
+impl<'a> VandMethod<'a> {
+    /// VAND on `clip` with `config`.
+    pub fn new(clip: &'a ClipModel, config: VandConfig) -> Result<Self, DetectError> {
+        config.validate(&clip.config)?;
+        Ok(Self { clip, config, tokenizer: ClipTokenizer::openai()? })
+    }
+}
+
+impl LinearLayerMethod for VandMethod<'_> {
+    fn name(&self) -> &'static str {
+        "vand"
+    }
+
+    fn config(&self) -> &VandConfig {
+        &self.config
+    }
+
+    fn features(&self, pixels: Tensor<4>) -> Result<Vec<Tensor<3>>, DetectError> {
+        Ok(self.clip.visual.forward(pixels, VisionForward { taps: &self.config.taps, ..Default::default() })?.taps)
+    }
+
+    fn prototypes(&self, class_name: &str) -> Result<Tensor<2>, DetectError> {
+        text_prototypes(self.clip, &self.tokenizer, class_name)
+    }
+
+    fn detector(&self, layers: LinearLayers) -> Result<Box<dyn Detector>, DetectError> {
+        let options = super::VandOptions { keep_backbone_settings: true, ..Default::default() };
+        Ok(Box::new(super::Vand::new(self.clip.clone(), layers, self.config.clone(), options)?))
+    }
+
+    fn save(&self, path: &Path, layers: &LinearLayers, epoch: usize) -> Result<(), DetectError> {
+        checkpoint::save(path, layers, &self.config, Some(epoch))
+    }
+
+    fn device(&self) -> Device {
+        self.clip.visual.proj.device()
+    }
 }
 
 /// Training options; [`TrainOptions::official`] holds `train.py`'s values.
@@ -86,6 +154,8 @@ pub struct TrainOptions {
     pub aug_rate: f64,
     /// Seed of initialisation, shuffling and the mosaic (111).
     pub seed: u64,
+    /// Shuffle the samples every epoch (VAND's `shuffle=True`; CLIP-AD trains in dataset order).
+    pub shuffle: bool,
     /// Write a checkpoint every this many epochs (`save_freq`; the last epoch is always saved).
     pub save_every: usize,
     /// Stop each epoch after this many steps (`None`: the whole epoch).
@@ -97,7 +167,7 @@ pub struct TrainOptions {
 impl TrainOptions {
     /// `train.py` around `config` (the VisA run: 15 epochs, no mosaic).
     pub fn official(config: VandConfig) -> Self {
-        Self { config, epochs: 15, lr: 1e-3, betas: (0.5, 0.999), batch_size: 8, aug_rate: 0.0, seed: 111, save_every: 1, max_steps_per_epoch: None, eval_batch_size: 4 }
+        Self { config, epochs: 15, lr: 1e-3, betas: (0.5, 0.999), batch_size: 8, aug_rate: 0.0, seed: 111, shuffle: true, save_every: 1, max_steps_per_epoch: None, eval_batch_size: 4 }
     }
 
     fn check(&self) -> Result<(), DetectError> {
@@ -170,12 +240,11 @@ pub fn load_batch(samples: &[&Sample], size: usize, mosaics: &[Option<[Sample; 4
 }
 
 /// Prototypes `[2, E]` of every class of `samples`, on the backbone's device.
-pub fn class_prototypes(clip: &ClipModel, samples: &[Sample]) -> Result<BTreeMap<String, Tensor<2>>, DetectError> {
-    let tokenizer = ClipTokenizer::openai()?;
+pub fn class_prototypes(method: &dyn LinearLayerMethod, samples: &[Sample]) -> Result<BTreeMap<String, Tensor<2>>, DetectError> {
     let mut out = BTreeMap::new();
     for s in samples {
         if !out.contains_key(&s.class_name) {
-            out.insert(s.class_name.clone(), text_prototypes(clip, &tokenizer, &s.class_name)?);
+            out.insert(s.class_name.clone(), method.prototypes(&s.class_name)?);
         }
     }
     Ok(out)
@@ -185,32 +254,30 @@ fn stack_text(prototypes: &BTreeMap<String, Tensor<2>>, classes: &[String]) -> T
     Tensor::stack(classes.iter().map(|c| prototypes[c].clone()).collect(), 0)
 }
 
-/// Validation metrics of the zero-shot path (per class, then the plain mean over classes).
+/// Validation metrics (per class, then the plain mean over classes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Validation {
     /// Images evaluated.
     pub images: usize,
     /// Mean pixel AUROC over the classes where it is defined.
     pub pixel_auroc: Option<f64>,
-    /// Mean image AUROC of the text probability (the official zero-shot image score).
+    /// Mean image AUROC of the detector's single-image score (VAND zero-shot: the text probability).
     pub image_auroc: Option<f64>,
     /// `(class, pixel AUROC, image AUROC)`.
     pub per_class: Vec<(String, Option<f64>, Option<f64>)>,
 }
 
-/// Zero-shot maps and text scores of `layers` on `samples` (unaugmented), as `vlad eval` forms
-/// them, reduced to per-class pixel and image AUROC.
-pub fn validate(clip: &ClipModel, layers: &LinearLayers, config: &VandConfig, samples: &[Sample], batch_size: usize) -> Result<Validation, DetectError> {
-    let device = clip.visual.proj.device();
-    let options = super::VandOptions { keep_backbone_settings: true, ..Default::default() };
-    let mut detector = super::Vand::new(clip.clone(), layers.clone().fork(&device), config.clone(), options)?;
+/// Pixel AUROC of [`Detection::map`](crate::Detection) and image AUROC of the single-image score
+/// of `detector` on `samples` (unaugmented, grouped by class, `batch_size` at a time).
+pub fn validate(detector: &mut dyn Detector, samples: &[Sample], batch_size: usize) -> Result<Validation, DetectError> {
+    let device = detector.device();
     let mut by_class: BTreeMap<&str, Vec<&Sample>> = BTreeMap::new();
     for sample in samples {
         by_class.entry(sample.class_name.as_str()).or_default().push(sample);
     }
     let host = |t: Tensor<3>| t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| DetectError::Invalid(format!("cannot read a validation result back: {e:?}")));
     let metrics_error = |e: vlad_metrics::MetricsError| DetectError::Invalid(format!("validation metrics: {e}"));
-    let s = config.image_size;
+    let s = detector.preprocess().size as usize;
     let mut rows = Vec::new();
     for (class, members) in by_class {
         detector.set_class(class)?;
@@ -283,20 +350,21 @@ pub fn trainable(mut layers: LinearLayers, device: &Device) -> LinearLayers {
     layers.fork(&device.clone().autodiff()).train()
 }
 
-/// One optimiser step on a loaded batch; returns the loss before the step and the per-tap losses.
+/// One optimiser step on a batch of tap features; returns the loss before the step and the per-tap
+/// losses.
 pub fn step(
-    clip: &ClipModel,
     layers: LinearLayers,
     optimizer: &mut ModuleOptimizer,
     options: &TrainOptions,
-    batch: (Tensor<4>, Tensor<3>, Tensor<3>),
+    taps: Vec<Tensor<3>>,
+    masks: Tensor<3>,
+    text: Tensor<3>,
 ) -> Result<(LinearLayers, f64, Vec<f64>), DetectError> {
-    let (pixels, masks, text) = batch;
-    let (loss, parts) = batch_loss(clip, &layers, &options.config, pixels, masks, text)?;
+    let (loss, parts) = batch_loss(&layers, taps, masks, text, options.config.image_size);
     let scalar = |t: Tensor<1>| t.into_data().convert::<f64>().try_into_vec::<f64>().map(|v| v[0]).map_err(|e| DetectError::Invalid(format!("{e:?}")));
     let value = scalar(loss.clone())?;
     if !value.is_finite() {
-        return Err(DetectError::Invalid(format!("VAND training: the loss is {value}")));
+        return Err(DetectError::Invalid(format!("training: the loss is {value}")));
     }
     let parts = parts.into_iter().map(scalar).collect::<Result<Vec<_>, _>>()?;
     let grads = GradientsParams::from_grads(loss.backward(), &layers);
@@ -315,12 +383,12 @@ pub struct TrainSummary {
     pub untrained: Option<Validation>,
 }
 
-/// Trains from freshly initialised layers on `samples` (of `index`, which the mosaic draws from),
-/// writing `epoch_N.safetensors` and `metrics.jsonl` into `out` (refusing to overwrite a checkpoint
-/// unless `overwrite`).
+/// Trains freshly initialised layers for `method` on `samples` (of `index`, which the mosaic draws
+/// from), writing `epoch_N.safetensors` and `metrics.jsonl` into `out` (refusing to overwrite a
+/// checkpoint unless `overwrite`).
 #[allow(clippy::too_many_arguments)]
 pub fn train(
-    clip: &ClipModel,
+    method: &dyn LinearLayerMethod,
     index: &DatasetIndex,
     split: Split,
     samples: &[Sample],
@@ -331,9 +399,8 @@ pub fn train(
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainSummary, DetectError> {
     options.check()?;
-    options.config.validate(&clip.config)?;
     if samples.is_empty() {
-        return Err(DetectError::Invalid("VAND training: no samples".into()));
+        return Err(DetectError::Invalid(format!("{} training: no samples", method.name())));
     }
     let io = |e: std::io::Error, p: &Path| DetectError::Invalid(format!("{}: {e}", p.display()));
     std::fs::create_dir_all(out).map_err(|e| io(e, out))?;
@@ -341,10 +408,14 @@ pub fn train(
     if !overwrite && let Some(existing) = planned.iter().find(|p| p.exists()) {
         return Err(DetectError::Invalid(format!("{} already exists (choose another output directory or allow overwriting)", existing.display())));
     }
-    let device = clip.visual.proj.device();
-    let prototypes = class_prototypes(clip, samples)?;
+    let device = method.device();
+    let name = method.name();
+    let prototypes = class_prototypes(method, samples)?;
     let initial = LinearLayers::init(&options.config, options.seed, &device);
-    let untrained = validation.map(|v| validate(clip, &initial, &options.config, v, options.eval_batch_size)).transpose()?;
+    let untrained = match validation {
+        Some(v) => Some(validate(method.detector(initial.clone())?.as_mut(), v, options.eval_batch_size)?),
+        None => None,
+    };
     if let Some(v) = &untrained {
         observer.on_untrained(v);
     }
@@ -360,14 +431,16 @@ pub fn train(
     for epoch in 1..=options.epochs {
         let started = Instant::now();
         let mut order: Vec<usize> = (0..samples.len()).collect();
-        SeededRng::derive(options.seed, &format!("vand/epoch-{epoch}")).shuffle(&mut order);
+        if options.shuffle {
+            SeededRng::derive(options.seed, &format!("{name}/epoch-{epoch}")).shuffle(&mut order);
+        }
         let (mut loss_sum, mut tap_sums, mut steps) = (0.0, vec![0.0; options.config.taps.len()], 0usize);
         for (step_index, chunk) in order.chunks(options.batch_size).take(steps_per_epoch).enumerate() {
             let batch: Vec<&Sample> = chunk.iter().map(|&i| &samples[i]).collect();
             let mosaics: Vec<Option<[Sample; 4]>> = chunk
                 .iter()
                 .map(|&i| {
-                    let mut rng = SeededRng::derive(options.seed, &format!("vand/epoch-{epoch}/sample-{i}"));
+                    let mut rng = SeededRng::derive(options.seed, &format!("{name}/epoch-{epoch}/sample-{i}"));
                     if options.aug_rate > 0.0 && rng.range_f64(0.0, 1.0) < options.aug_rate {
                         choose_mosaic_tiles(index, &samples[i].class_name, split, MosaicPolicy::Vand, &mut rng).map(Some).map_err(|e| DetectError::Invalid(e.to_string()))
                     } else {
@@ -377,7 +450,8 @@ pub fn train(
                 .collect::<Result<_, _>>()?;
             let (pixels, masks, classes) = load_batch(&batch, options.config.image_size, &mosaics, &device)?;
             let text = stack_text(&prototypes, &classes);
-            let (next, loss, parts) = step(clip, layers, &mut optimizer, options, (pixels, masks, text))?;
+            let taps = method.features(pixels)?;
+            let (next, loss, parts) = step(layers, &mut optimizer, options, taps, masks, text)?;
             layers = next;
             loss_sum += loss;
             tap_sums.iter_mut().zip(&parts).for_each(|(a, b)| *a += b);
@@ -387,10 +461,13 @@ pub fn train(
         let plain = layers.valid();
         let checkpoint = (epoch % options.save_every == 0 || epoch == options.epochs).then(|| planned[epoch - 1].clone());
         if let Some(path) = &checkpoint {
-            checkpoint::save(path, &plain, &options.config, Some(epoch))?;
+            method.save(path, &plain, epoch)?;
             last = path.clone();
         }
-        let validation = validation.map(|v| validate(clip, &plain, &options.config, v, options.eval_batch_size)).transpose()?;
+        let validation = match validation {
+            Some(v) => Some(validate(method.detector(plain.clone())?.as_mut(), v, options.eval_batch_size)?),
+            None => None,
+        };
         let record = EpochRecord {
             epoch,
             steps,
