@@ -72,6 +72,32 @@ export const DETECTORS = [
       { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },
     ],
   },
+  {
+    id: 'clip-ad',
+    checkpoint: false,
+    references: 'calibration',
+    noteEn: 'CLIP-AD SDP: training-free. Every block also runs V-V attention; their sums per stage of three blocks are compared with the class prompts (prototypes picked by DBSCAN), weighted by the image\'s own class probabilities. Published on ViT-B-16-plus-240 at 240 px.',
+    noteKo: 'CLIP-AD SDP: 학습이 필요 없습니다. 모든 블록이 V-V 어텐션을 함께 계산하고, 세 블록 단위 스테이지의 합을 클래스 프롬프트(DBSCAN으로 고른 대표 벡터)와 비교해 이미지 자신의 클래스 확률로 가중합니다. ViT-B-16-plus-240, 240 px에서 발표되었습니다.',
+    options: [
+      { key: 'rvs', type: 'select', labelEn: 'Prototype', labelKo: '대표 벡터', value: 'dbscan',
+        choices: [['dbscan', 'rvs.dbscan'], ['dbscan-visa', 'rvs.dbscan-visa'], ['mean', 'rvs.mean']] },
+      { key: 'sigma', type: 'number', labelEn: 'Gaussian σ (0 = none)', labelKo: '가우시안 σ (0 = 없음)', min: 0, max: 32, step: 1, value: 8 },
+      { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },
+    ],
+  },
+  {
+    id: 'clip-ad-plus',
+    checkpoint: true,
+    references: 'calibration',
+    noteEn: 'CLIP-AD SDP+: the SDP map plus VAND-style linear layers on the original path (trained on an auxiliary dataset). Needs its checkpoint (the released train_on_mvtec.pth / train_on_visa.pth, or the safetensors file vlad train clip-ad writes). The official VisA runs use σ = 2.',
+    noteKo: 'CLIP-AD SDP+: SDP 맵에 원래 경로의 VAND식 선형층(보조 데이터셋으로 학습)을 더합니다. 체크포인트(공개된 train_on_mvtec.pth / train_on_visa.pth 또는 vlad train clip-ad가 쓰는 safetensors)가 필요합니다. 공식 VisA 실행은 σ = 2를 씁니다.',
+    options: [
+      { key: 'rvs', type: 'select', labelEn: 'Prototype', labelKo: '대표 벡터', value: 'dbscan',
+        choices: [['dbscan', 'rvs.dbscan'], ['dbscan-visa', 'rvs.dbscan-visa'], ['mean', 'rvs.mean']] },
+      { key: 'sigma', type: 'number', labelEn: 'Gaussian σ (0 = none)', labelKo: '가우시안 σ (0 = 없음)', min: 0, max: 32, step: 1, value: 8 },
+      { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },
+    ],
+  },
 ];
 
 /** Detector names the loaded engine implements. */

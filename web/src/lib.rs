@@ -12,6 +12,7 @@ use vlad_clip::{Activation, ClipConfig, ClipModel, ClipTokenizer, PosEmbedResize
 use vlad_detect::aa_clip::{AaClip, AaClipConfig, AaClipOptions};
 use vlad_detect::bayes_pfl::{BayesPfl, BayesPflOptions, NoiseMode, StageChoice};
 use vlad_detect::calibration::ScoreCalibration;
+use vlad_detect::clip_ad::{ClipAd, ClipAdConfig, ClipAdOptions, Rvs};
 use vlad_detect::vand::{Vand, VandOptions};
 use vlad_detect::winclip::{WinClip, WinClipConfig};
 use vlad_detect::zero_shot::{ZeroShotClip, ZeroShotConfig, ZeroShotPrompts};
@@ -20,10 +21,10 @@ use wasm_bindgen::prelude::*;
 use web_time::Instant;
 
 /// What [`Engine::set_detector`] accepts.
-const DETECTORS: &[&str] = &["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand"];
+const DETECTORS: &[&str] = &["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand", "clip-ad", "clip-ad-plus"];
 
 /// Detectors that need trained weights of their own ([`Engine::add_checkpoint`]).
-const NEEDS_CHECKPOINT: &[&str] = &["aa-clip", "bayes-pfl", "vand"];
+const NEEDS_CHECKPOINT: &[&str] = &["aa-clip", "bayes-pfl", "vand", "clip-ad-plus"];
 
 #[wasm_bindgen(start)]
 fn start() {
@@ -177,9 +178,11 @@ impl Engine {
     /// - `bayes-pfl` — `{"samples": R, "image_size": S, "seed": 333, "taps": [6, 12, 18, 24],
     ///   "sigma": 8}` (defaults: the official test's, taps at the quarters of the vision depth);
     /// - `vand` — `{"image_size": S}` (default: the checkpoint's, else 37 patches a side);
-    ///   reference images become its few-shot memory.
+    ///   reference images become its few-shot memory;
+    /// - `clip-ad` (SDP) and `clip-ad-plus` (SDP+) — `{"image_size": S, "sigma": 8, "rvs":
+    ///   "dbscan"|"dbscan-visa"|"mean"}` (defaults: the backbone's native size, σ 8, DBSCAN).
     ///
-    /// The last three need their checkpoint ([`Engine::add_checkpoint`]).
+    /// `aa-clip`, `bayes-pfl`, `vand` and `clip-ad-plus` need their checkpoint ([`Engine::add_checkpoint`]).
     pub fn set_detector(&mut self, name: &str, options_json: &str) -> Result<(), JsError> {
         let model = self.model.clone().ok_or_else(|| js_err("load backbone weights first"))?;
         let options: serde_json::Value = if options_json.trim().is_empty() {
@@ -244,6 +247,27 @@ impl Engine {
                 }
                 Box::new(BayesPfl::from_checkpoint(model, checkpoint, config).map_err(js_err)?)
             }
+            "clip-ad" | "clip-ad-plus" => {
+                let mut config = ClipAdConfig::for_backbone(&model.config);
+                config.rvs = match options["rvs"].as_str().unwrap_or("dbscan") {
+                    "dbscan" => Rvs::official_for("mvtec"),
+                    "dbscan-visa" => Rvs::official_for("visa"),
+                    "mean" => Rvs::Mean,
+                    other => return Err(js_err(format!("unknown rvs `{other}` (dbscan, dbscan-visa or mean)"))),
+                };
+                match &options["sigma"] {
+                    serde_json::Value::Null => {}
+                    v => config.sigma = v.as_f64().map(|s| if s == 0.0 { None } else { Some(s) }).ok_or_else(|| js_err("sigma must be a number (0 = no smoothing)"))?,
+                }
+                let layers = if name == "clip-ad-plus" {
+                    let files = self.checkpoint_files(name)?;
+                    Some(vlad_detect::vand::checkpoint::load_weight_file(&files[0], &model.config, Some(&config.taps), &self.device).map_err(js_err)?.layers)
+                } else {
+                    None
+                };
+                let options = ClipAdOptions { image_size: options["image_size"].as_u64().map(|v| v as usize) };
+                Box::new(ClipAd::new(model, layers, config, options).map_err(js_err)?)
+            }
             "vand" => {
                 let files = self.checkpoint_files(name)?;
                 let weights = vlad_detect::vand::checkpoint::load_weight_file(&files[0], &model.config, None, &self.device).map_err(js_err)?;
@@ -263,7 +287,8 @@ impl Engine {
 
     /// Adds a checkpoint file (safetensors, burnpack or the official PyTorch `.pth` bytes) for a detector that needs trained
     /// weights: `aa-clip` takes its text- and image-adapter files (one call each, or one file
-    /// holding both); `bayes-pfl` and `vand` take one file each (a new one replaces the old). Takes effect at the
+    /// holding both); `bayes-pfl`, `vand` and `clip-ad-plus` take one file each (a new one replaces
+    /// the old). Takes effect at the
     /// next [`Engine::set_detector`]. Returns the number of tensors in the file.
     pub fn add_checkpoint(&mut self, detector: &str, bytes: Vec<u8>, name: &str) -> Result<usize, JsError> {
         if !NEEDS_CHECKPOINT.contains(&detector) {
@@ -275,12 +300,13 @@ impl Engine {
         let key = match detector {
             "bayes-pfl" => bytes.starts_with(b"PK\x03\x04").then_some("MyModel"),
             "vand" => vlad_detect::vand::checkpoint::top_level_key(&bytes),
+            "clip-ad-plus" => vlad_detect::vand::checkpoint::keyed(&bytes, vlad_detect::clip_ad::TOP_LEVEL_KEY),
             _ => None,
         };
         let file = WeightFile::from_bytes_with_key(bytes, name, key).map_err(js_err)?;
         let tensors = file.entries.len();
         let files = self.checkpoints.entry(detector.to_string()).or_default();
-        if detector == "bayes-pfl" || detector == "vand" {
+        if detector != "aa-clip" {
             files.clear();
         }
         files.push(file);

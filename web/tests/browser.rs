@@ -139,6 +139,16 @@ async fn vand_parity_on_webgpu() {
 }
 
 #[wasm_bindgen_test]
+async fn clip_ad_parity_on_the_cpu() {
+    detectors::clip_ad(&Device::flex(), "cpu").await;
+}
+
+#[wasm_bindgen_test]
+async fn clip_ad_parity_on_webgpu() {
+    detectors::clip_ad(&gpu().await, "webgpu").await;
+}
+
+#[wasm_bindgen_test]
 async fn aa_clip_parity_on_the_cpu() {
     detectors::aa_clip(&Device::flex(), "cpu").await;
 }
@@ -283,7 +293,7 @@ async fn engine_runs_the_trained_detectors_from_checkpoint_bytes() {
     let config = ClipConfig::from_json(include_str!("../../tests/fixtures/bayes_pfl/tiny_config.json")).unwrap();
     engine.set_class("bottle").unwrap();
     let detectors: Vec<String> = serde_json::from_str(&vlad_web::Engine::detectors()).unwrap();
-    for name in ["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand"] {
+    for name in ["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand", "clip-ad", "clip-ad-plus"] {
         assert!(detectors.iter().any(|d| d == name), "{detectors:?}");
     }
 
@@ -298,6 +308,7 @@ async fn engine_runs_the_trained_detectors_from_checkpoint_bytes() {
         ("aa-clip", aa_clip_checkpoint(&config), r#"{"image_size": 48}"#),
         ("bayes-pfl", bayes_pfl_checkpoint(&config), r#"{"image_size": 48, "samples": 2}"#),
         ("vand", vand_checkpoint(&config), r#"{"image_size": 48}"#),
+        ("clip-ad-plus", vand_checkpoint(&config), r#"{"image_size": 48, "rvs": "mean"}"#),
     ] {
         let tensors = engine.add_checkpoint(name, bytes, name).unwrap();
         assert!(tensors > 4, "{name}: {tensors} tensors");

@@ -11,6 +11,7 @@ use vlad_detect::Detector;
 use vlad_detect::aa_clip::checkpoint::load_weight_files;
 use vlad_detect::aa_clip::{AaClip, AaClipOptions, Domain};
 use vlad_detect::bayes_pfl::{BayesPfl, BayesPflOptions, FixedNoise, NoiseMode, StageChoice, load_checkpoint};
+use vlad_detect::clip_ad::{ClipAd, ClipAdConfig, ClipAdOptions, Rvs};
 use vlad_detect::vand::{Vand, VandOptions};
 use vlad_detect::winclip::{WinClip, WinClipConfig};
 use vlad_detect::zero_shot::{ZeroShotClip, ZeroShotConfig, ZeroShotPrompts};
@@ -268,4 +269,44 @@ pub async fn vand(device: &Device, tag: &str) {
     web_sys_log(&format!("{tag} VAND: few-shot detection"));
     let out = detector.detect(tensor4(vand_fixture!("images.npy"), device)).unwrap();
     assert_close(&format!("{tag} VAND few-shot map"), &read_any(out.map).await, &npy(vand_fixture!("few_map.npy")).1);
+}
+
+// ------------------------------------------------------------------ CLIP-AD
+
+macro_rules! clip_ad_fixture {
+    ($name:literal) => {
+        include_bytes!(concat!("../../../tests/fixtures/clip_ad/", $name))
+    };
+}
+
+/// CLIP-AD against the official `test.py` (SDP) and `test_ft.py` (SDP+ with the released
+/// `{'linear_layers': …}` format read from bytes), both at σ = 8 with the `mean` prototypes of the
+/// fixture run.
+pub async fn clip_ad(device: &Device, tag: &str) {
+    let cfg: serde_json::Value = serde_json::from_str(include_str!("../../../tests/fixtures/clip_ad/config.json")).unwrap();
+    let clip = ClipConfig::from_json(&cfg["clip"].to_string()).unwrap();
+    let mut entries = BTreeMap::new();
+    for item in cfg["manifest"].as_array().unwrap() {
+        let name = item[0].as_str().unwrap();
+        let shape: Vec<usize> = item[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let scale = cfg["scales"][name].as_f64().unwrap_or(1.0) as f32;
+        let values = vlad_clip::weights::hashed_parameter(name, &shape).into_iter().map(|v| v * scale).collect();
+        entries.insert(name.to_string(), Entry::from_values(shape, values));
+    }
+    let mut reader = WeightReader::new("hash backbone", entries, device);
+    let model = ClipModel::from_reader(&clip, &mut reader);
+    assert!(reader.finish(false).unwrap().is_complete());
+    let config = ClipAdConfig { rvs: Rvs::Mean, ..ClipAdConfig::for_backbone(&model.config) };
+    let bytes = clip_ad_fixture!("linear.pth").to_vec();
+    let key = vlad_detect::vand::checkpoint::keyed(&bytes, vlad_detect::clip_ad::TOP_LEVEL_KEY);
+    let file = WeightFile::from_bytes_with_key(bytes, "linear.pth", key).unwrap();
+    let layers = vlad_detect::vand::checkpoint::load_weight_file(&file, &model.config, Some(&config.taps), device).unwrap().layers;
+    for (layers, want, what) in [(None, &clip_ad_fixture!("sdp_map.npy")[..], "SDP"), (Some(layers), &clip_ad_fixture!("sdp_plus_map.npy")[..], "SDP+")] {
+        let mut detector = ClipAd::new(model.clone(), layers, config.clone(), ClipAdOptions::default()).unwrap();
+        detector.set_class("bottle").unwrap();
+        yield_to_browser().await;
+        let out = detector.detect(tensor4(clip_ad_fixture!("images.npy"), device)).unwrap();
+        assert_close(&format!("{tag} CLIP-AD {what} map"), &read_any(out.map).await, &npy(want).1);
+        assert_close(&format!("{tag} CLIP-AD {what} s_text"), &read_any(out.components[0].1.clone()).await, &npy(clip_ad_fixture!("sdp_text.npy")).1);
+    }
 }

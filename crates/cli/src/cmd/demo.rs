@@ -254,7 +254,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let aux = AUXILIARY.join(",");
     let target = TARGET.join(",");
     let runs = out.join("runs");
-    eprintln!("\n[3/6] training AA-CLIP, Bayes-PFL and VAND on the auxiliary classes {aux} (their test split, as the official protocols)");
+    eprintln!("\n[3/6] training AA-CLIP, Bayes-PFL, VAND and CLIP-AD SDP+ on the auxiliary classes {aux} (their test split, as the official protocols)");
     let aa_dir = runs.join("aa-clip");
     let mut argv = model.clone();
     argv.extend(strings(&["--data", &path(&data), "--classes", &aux, "--out", &path(&aa_dir)]));
@@ -277,6 +277,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
     super::train::run(super::train::TrainCommand::Vand(parse("train vand", &argv)?))?;
     let vand_checkpoint = vand_dir.join(format!("epoch_{}.safetensors", args.epochs));
 
+    let clip_ad_dir = runs.join("clip-ad");
+    let mut argv = model.clone();
+    argv.extend(strings(&["--data", &path(&data), "--classes", &aux, "--out", &path(&clip_ad_dir), "--epochs", &args.epochs.to_string()]));
+    argv.extend(strings(&["--batch-size", "8", "--lr", "1e-3", "--image-size", &size.to_string(), "--seed", &args.seed.to_string()]));
+    super::train::run(super::train::TrainCommand::ClipAd(parse("train clip-ad", &argv)?))?;
+    let clip_ad_checkpoint = clip_ad_dir.join(format!("epoch_{}.safetensors", args.epochs));
+
     // 4. Evaluation.
     eprintln!("\n[4/6] zero-shot evaluation of every detector on the held-out classes {target}");
     let results = out.join("results");
@@ -289,6 +296,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
             strings(&["--detector", "bayes-pfl", "--checkpoint", &path(&pfl_checkpoint), "--pfl-image-size", &size.to_string(), "--pfl-taps", &taps, "--pfl-samples", "4"]),
         ),
         ("vand", strings(&["--detector", "vand", "--checkpoint", &path(&vand_checkpoint)])),
+        ("clip-ad", strings(&["--detector", "clip-ad", "--clip-ad-image-size", &size.to_string()])),
+        ("clip-ad-plus", strings(&["--detector", "clip-ad-plus", "--checkpoint", &path(&clip_ad_checkpoint), "--clip-ad-image-size", &size.to_string()])),
     ];
     let mut rows = Vec::new();
     for (name, detector_args) in &detectors {
@@ -348,14 +357,20 @@ pub fn run(args: DemoArgs) -> Result<()> {
     println!("{summary}");
     println!("Per-class tables, results JSON and ROC/PR/PRO plots: {}/", results.display());
     println!("Overlays (rows: image, ground truth, {}): {}", detectors.iter().map(|d| d.0).collect::<Vec<_>>().join(", "), montage_path.display());
-    println!("Checkpoints: {}/ (AA-CLIP), {} (Bayes-PFL) and {} (VAND)", aa_dir.display(), pfl_checkpoint.display(), vand_checkpoint.display());
+    println!(
+        "Checkpoints: {}/ (AA-CLIP), {} (Bayes-PFL), {} (VAND) and {} (CLIP-AD SDP+)",
+        aa_dir.display(),
+        pfl_checkpoint.display(),
+        vand_checkpoint.display(),
+        clip_ad_checkpoint.display()
+    );
     println!(
         "\nHow to go on (README.md has the details):\n\
          * real weights: download OpenAI ViT-L/14@336 (Hugging Face `openai/clip-vit-large-patch14-336`, model.safetensors), then\n    \
            vlad convert --weights model.safetensors --out vit-l-14-336.bpk --f16   and   vlad demo --weights vit-l-14-336.bpk\n\
          * real datasets: vlad eval --detector winclip --weights vit-b-16-plus-240.bpk --data /data/mvtec_anomaly_detection --out mvtec.json\n\
          * official checkpoints: vlad eval --detector bayes-pfl --weights vit-l-14-336.bpk --checkpoint train_visa.pth --data /data/mvtec …\n\
-         * training: vlad train aa-clip --weights … --data /data/VisA --out runs/aa-clip   (and vlad train bayes-pfl|vand …)\n\
+         * training: vlad train aa-clip --weights … --data /data/VisA --out runs/aa-clip   (and vlad train bayes-pfl|vand|clip-ad …)\n\
          * the released VAND layers: vlad eval --detector vand --weights vit-l-14-336.bpk --checkpoint exps/pretrained/visa_pretrained.pth --data /data/mvtec …\n\
          * the page (everything runs in the browser): vlad serve   then open http://127.0.0.1:8080\n\
          \ndemo finished in {:.0} s",

@@ -10,6 +10,7 @@ use vlad_detect::aa_clip::{AaClip, AaClipOptions, Domain};
 use vlad_detect::bayes_pfl::{BayesPfl, BayesPflOptions, NoiseMode, Stage as PflStage, StageChoice};
 use vlad_detect::calibration::{Calibration, ScoreCalibration};
 use vlad_detect::prompts::Averaging;
+use vlad_detect::clip_ad::{ClipAd, ClipAdConfig, ClipAdOptions, Rvs};
 use vlad_detect::vand::{Vand, VandOptions};
 use vlad_detect::winclip::{WinClip, WinClipConfig};
 use vlad_detect::zero_shot::{ZeroShotClip, ZeroShotConfig, ZeroShotPrompts};
@@ -36,6 +37,34 @@ pub enum DetectorKind {
     /// reference images.
     #[value(name = "vand", alias = "april-gan")]
     Vand,
+    /// CLIP-AD SDP (training-free staged dual path).
+    #[value(name = "clip-ad", alias = "sdp")]
+    ClipAd,
+    /// CLIP-AD SDP+ (SDP plus trained linear layers; needs `--checkpoint`).
+    #[value(name = "clip-ad-plus", alias = "sdp-plus")]
+    ClipAdPlus,
+}
+
+/// `--clip-ad-rvs`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RvsChoice {
+    /// The normalised mean of the sentence embeddings.
+    Mean,
+    /// DBSCAN eps 0.5 / min_samples 15 (the scripts for every dataset but VisA).
+    Dbscan,
+    /// DBSCAN eps 1.5 / min_samples 25 (the scripts for VisA).
+    DbscanVisa,
+}
+
+impl RvsChoice {
+    /// The RVS rule.
+    pub fn rvs(self) -> Rvs {
+        match self {
+            Self::Mean => Rvs::Mean,
+            Self::Dbscan => Rvs::official_for("mvtec"),
+            Self::DbscanVisa => Rvs::official_for("visa"),
+        }
+    }
 }
 
 /// `--zs-prompts`.
@@ -146,6 +175,20 @@ pub struct DetectorArgs {
     /// the official model at 518).
     #[arg(long)]
     pub vand_keep_activation: bool,
+    /// clip-ad, clip-ad-plus: representative vector selection of the prototypes (the scripts:
+    /// `dbscan`, `dbscan-visa` when testing VisA).
+    #[arg(long, value_enum, default_value_t = RvsChoice::Dbscan)]
+    pub clip_ad_rvs: RvsChoice,
+    /// clip-ad, clip-ad-plus: Gaussian σ at the output size (official 8; SDP+ on VisA 2; 0 for none).
+    #[arg(long, default_value_t = 8.0)]
+    pub clip_ad_sigma: f64,
+    /// clip-ad, clip-ad-plus: input side (default: the backbone's native size, 240 for ViT-B-16-plus-240).
+    #[arg(long)]
+    pub clip_ad_image_size: Option<usize>,
+    /// clip-ad, clip-ad-plus: clean taps instead of the official in-place aliasing (not what the
+    /// released SDP+ layers were trained on).
+    #[arg(long)]
+    pub clip_ad_clean_taps: bool,
 }
 
 /// Builds the detector on `device` (class not set yet).
@@ -241,6 +284,30 @@ pub fn build_detector(args: &DetectorArgs, device: &Device) -> Result<Box<dyn De
                 keep_backbone_settings: args.vand_keep_activation,
             };
             Box::new(Vand::from_weights(model, weights, options)?)
+        }
+        DetectorKind::ClipAd | DetectorKind::ClipAdPlus => {
+            if model.config.name != "ViT-B-16-plus-240" {
+                eprintln!("note: CLIP-AD was published on ViT-B-16-plus-240; running it on {}", model.config.name);
+            }
+            let config = ClipAdConfig {
+                rvs: args.clip_ad_rvs.rvs(),
+                sigma: (args.clip_ad_sigma > 0.0).then_some(args.clip_ad_sigma),
+                clean_taps: args.clip_ad_clean_taps,
+                ..ClipAdConfig::for_backbone(&model.config)
+            };
+            let layers = match (args.detector, args.checkpoint.as_slice()) {
+                (DetectorKind::ClipAd, []) => None,
+                (DetectorKind::ClipAd, _) => bail!("clip-ad (SDP) takes no checkpoint; use --detector clip-ad-plus for SDP+"),
+                (_, [checkpoint]) => {
+                    let file = vlad_detect::vand::checkpoint::open_keyed(checkpoint, vlad_detect::clip_ad::TOP_LEVEL_KEY)?;
+                    Some(vlad_detect::vand::checkpoint::load_weight_file(&file, &model.config, Some(&config.taps), device)?.layers)
+                }
+                (_, files) => bail!(
+                    "clip-ad-plus needs exactly one --checkpoint file (the released train_on_mvtec.pth / train_on_visa.pth or a `vlad train clip-ad` file), got {}",
+                    files.len()
+                ),
+            };
+            Box::new(ClipAd::new(model, layers, config, ClipAdOptions { image_size: args.clip_ad_image_size })?)
         }
     })
 }

@@ -40,6 +40,9 @@ pub enum TrainCommand {
     /// VAND / APRIL-GAN: the four linear layers (focal + dice per tap).
     #[command(name = "vand", alias = "april-gan")]
     Vand(TrainVandArgs),
+    /// CLIP-AD SDP+: the linear layers on the dual path's original-path taps.
+    #[command(name = "clip-ad", alias = "sdp-plus")]
+    ClipAd(TrainClipAdArgs),
 }
 
 /// Runs `vlad train …`.
@@ -48,6 +51,7 @@ pub fn run(command: TrainCommand) -> Result<()> {
         TrainCommand::AaClip(args) => train_aa_clip(args),
         TrainCommand::BayesPfl(args) => train_bayes_pfl(args),
         TrainCommand::Vand(args) => train_vand(args),
+        TrainCommand::ClipAd(args) => train_clip_ad(args),
     }
 }
 
@@ -637,7 +641,7 @@ impl vlad_detect::vand::train::TrainObserver for VandProgress {
 
     fn on_start(&mut self, epochs: usize, steps_per_epoch: usize) {
         eprintln!("{epochs} epoch(s) of {steps_per_epoch} steps");
-        self.bar = Some(bar((epochs * steps_per_epoch) as u64, "VAND linear layers"));
+        self.bar = Some(bar((epochs * steps_per_epoch) as u64, "linear layers"));
     }
 
     fn on_step(&mut self, epoch: usize, _step: usize, loss: f64) {
@@ -727,6 +731,119 @@ fn train_vand(args: TrainVandArgs) -> Result<()> {
         summary.checkpoint.display(),
         summary.checkpoint.display(),
         options.config.image_size
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------------
+// CLIP-AD SDP+
+
+/// `vlad train clip-ad`. The official run (`train_SDP_plus.sh`): the auxiliary dataset's test split
+/// in dataset order, batch 8, Adam lr 1e-4 with default betas, 5 epochs, seed 42, DBSCAN prototypes
+/// with the training dataset's parameters.
+#[derive(clap::Args, Debug)]
+pub struct TrainClipAdArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: TrainData,
+    /// Epochs (official 5).
+    #[arg(long, default_value_t = 5)]
+    pub epochs: usize,
+    /// Learning rate (official 1e-4).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Batch size (official 8).
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Seed of the initialisation (official 42; the official run does not shuffle).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Prototypes of the training classes (`dbscan-visa` when training on VisA, as the scripts).
+    #[arg(long, value_enum, default_value_t = super::detector::RvsChoice::Dbscan)]
+    pub rvs: super::detector::RvsChoice,
+    /// Input side (default: the backbone's native size).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Gaussian σ of the validation maps (official 8; 2 when validating on VisA).
+    #[arg(long, default_value_t = 8.0)]
+    pub sigma: f64,
+    /// Train on clean taps instead of the official aliased ones.
+    #[arg(long)]
+    pub clean_taps: bool,
+    /// Shuffle the samples every epoch (the official run does not).
+    #[arg(long)]
+    pub shuffle: bool,
+    /// Stop each epoch after this many steps (quick experiments).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Validate before training and after every epoch on this dataset's test split (the official
+    /// run validates on the *target* dataset, which leaks it; any held-out set works).
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Classes of the validation dataset (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub val_classes: Option<Vec<String>>,
+    /// Replace checkpoints already in `--out`.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn train_clip_ad(args: TrainClipAdArgs) -> Result<()> {
+    use vlad_detect::clip_ad::ClipAdConfig;
+    use vlad_detect::clip_ad::train::{ClipAdMethod, official_options};
+    use vlad_detect::vand::train::train as train_layers;
+    let started = Instant::now();
+    let index = args.data.open()?;
+    let split = args.data.split()?;
+    let samples: Vec<Sample> = index.split(split).cloned().collect();
+    if samples.is_empty() {
+        bail!("{}: no {} images to train on", args.data.dataset.data.display(), split.as_str());
+    }
+    let validation = args.val_data.as_deref().map(|root| open_validation(root, args.val_classes.as_deref())).transpose()?;
+    let device = args.model.device()?;
+    let clip = args.model.load(&device)?;
+    let mut config = ClipAdConfig {
+        rvs: args.rvs.rvs(),
+        sigma: (args.sigma > 0.0).then_some(args.sigma),
+        clean_taps: args.clean_taps,
+        ..ClipAdConfig::for_backbone(&clip.config)
+    };
+    if let Some(size) = args.image_size {
+        config.image_size = size;
+    }
+    let options = vlad_detect::vand::train::TrainOptions {
+        epochs: args.epochs,
+        lr: args.lr,
+        batch_size: args.batch_size,
+        seed: args.seed,
+        shuffle: args.shuffle,
+        max_steps_per_epoch: args.max_steps,
+        ..official_options(&config, &clip.config)
+    };
+    eprintln!(
+        "training CLIP-AD SDP+ on {} images of {} class(es) from {}, input {}, taps {:?}, backbone {}",
+        samples.len(),
+        index.classes().len(),
+        args.data.dataset.data.display(),
+        config.image_size,
+        config.taps,
+        clip.config.name
+    );
+    let method = ClipAdMethod::new(&clip, config)?;
+    let mut progress = VandProgress { bar: None };
+    let summary = train_layers(&method, &index, split, &samples, validation.as_deref(), &options, &args.data.out, args.force, &mut progress)?;
+    if let Some(bar) = progress.bar.take() {
+        bar.finish();
+    }
+    if let Some(before) = &summary.untrained {
+        std::fs::write(args.data.out.join("untrained_validation.json"), serde_json::to_string_pretty(before)?)?;
+    }
+    eprintln!(
+        "done in {:.0} s; last checkpoint {} (use: vlad eval --detector clip-ad-plus --checkpoint {} …)",
+        started.elapsed().as_secs_f64(),
+        summary.checkpoint.display(),
+        summary.checkpoint.display()
     );
     Ok(())
 }
