@@ -347,6 +347,7 @@ async function checkMore(page, mode) {
   console.log(`  [${mode}] ${winclipStatus.trim()} score ${winclip.score}, map ${winclip.mapMin} … ${winclip.mapMax}`);
 
   await checkAaClip(page, mode);
+  await checkClipAd(page, mode);
 
   // Every control has a label.
   const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select, button, textarea')]
@@ -404,6 +405,35 @@ async function checkAaClip(page, mode) {
   assert.ok(Number.isFinite(aa.score) && aa.mapMax > aa.mapMin, `AA-CLIP result ${JSON.stringify(aa)}`);
   console.log(`  [${mode}] ${ckptStatus.trim()} ${aaStatus.trim()} score ${aa.score}, map ${aa.mapMin} … ${aa.mapMax} (${Date.now() - t0} ms from choosing it)`);
   await mkdirAndShoot(page, `aa-clip-${mode}.png`);
+}
+
+/**
+ * CLIP-AD SDP in the page: training-free, so it runs with no checkpoint (the radio list must offer
+ * it); a real map and score on either backend.
+ */
+async function checkClipAd(page, mode) {
+  const t0 = Date.now();
+  const before = await page.locator('#detector-status').textContent();
+  await page.locator('input[name="detector"][value="clip-ad"]').check();
+  await page.locator('#opt-clip-ad-image_size').fill('32');
+  await page.locator('#opt-clip-ad-image_size').dispatchEvent('change');
+  const status = await waitReady(page, '#detector-status', 'CLIP-AD setup', before);
+  assert.match(status, /CLIP-AD/, status);
+  await page.waitForFunction(() => {
+    const cards = [...document.querySelectorAll('.result')];
+    return cards.length > 0 && cards.every((c) => c.dataset.state === 'done' || c.dataset.state === 'error');
+  }, null, { timeout: STEP_TIMEOUT_MS });
+  const r = await page.locator('.result').first().evaluate((el) => ({
+    state: el.dataset.state,
+    text: el.querySelector('.result-state')?.textContent,
+    score: Number(el.querySelector('[data-testid="score"]').dataset.value),
+    mapMin: Number(el.querySelector('canvas.overlay').dataset.mapMin),
+    mapMax: Number(el.querySelector('canvas.overlay').dataset.mapMax),
+  }));
+  assert.equal(r.state, 'done', `CLIP-AD scoring: ${r.text}`);
+  assert.ok(Number.isFinite(r.score) && r.mapMax > r.mapMin, `CLIP-AD result ${JSON.stringify(r)}`);
+  console.log(`  [${mode}] ${status.trim()} score ${r.score}, map ${r.mapMin} … ${r.mapMax} (${Date.now() - t0} ms from choosing it)`);
+  await mkdirAndShoot(page, `clip-ad-${mode}.png`);
 }
 
 async function mkdirAndShoot(page, name) {

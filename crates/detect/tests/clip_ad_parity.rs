@@ -8,14 +8,14 @@
 //! f16 values, compared to one f16 unit in the last place (2⁻¹¹ relative).
 #![cfg(feature = "train")]
 mod common;
+mod linear_common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use common::{assert_close, device, values};
-use vlad_clip::weights::{Entry, WeightFile, WeightReader};
+use vlad_clip::weights::WeightFile;
 use vlad_clip::{ClipConfig, ClipModel, ClipTokenizer, VisionForward};
 use vlad_detect::clip_ad::dbscan::{dbscan, largest_cluster};
 use vlad_detect::clip_ad::train::{ClipAdMethod, official_options};
@@ -27,37 +27,21 @@ use vlad_detect::{Detector, MapRange, SetFusion};
 const TOL: f64 = 1e-4;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/clip_ad").join(name)
+    linear_common::fixture("clip_ad", name)
 }
 
 fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape = npy.shape().iter().map(|&d| d as usize).collect();
-    (shape, npy.into_vec::<f32>().unwrap())
+    linear_common::npy("clip_ad", name)
 }
 
 fn config() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture("config.json")).unwrap()).unwrap()
+    linear_common::json("clip_ad", "config.json")
 }
 
 /// The hash-weight backbone, with the fixture's power-of-two factors on the text tower (they keep
 /// the prompts apart; see the fixture script).
 fn tiny_backbone() -> ClipModel {
-    let cfg = config();
-    let clip = ClipConfig::from_json(&cfg["clip"].to_string()).unwrap();
-    let mut entries = BTreeMap::new();
-    for item in cfg["manifest"].as_array().unwrap() {
-        let name = item[0].as_str().unwrap();
-        let shape: Vec<usize> = item[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-        let scale = cfg["scales"][name].as_f64().unwrap_or(1.0) as f32;
-        let values = vlad_clip::weights::hashed_parameter(name, &shape).into_iter().map(|v| v * scale).collect();
-        entries.insert(name.to_string(), Entry::from_values(shape, values));
-    }
-    let mut reader = WeightReader::new("hash backbone", entries, &device());
-    let model = ClipModel::from_reader(&clip, &mut reader);
-    assert!(reader.finish(false).unwrap().is_complete());
-    model
+    linear_common::hash_backbone(&config(), &device())
 }
 
 fn images() -> Tensor<4> {
@@ -152,14 +136,8 @@ fn one_sdp_plus_training_step_matches_train_py() {
     assert_eq!((options.lr, options.betas, options.epochs, options.shuffle, options.seed), (1e-4, (0.9, 0.999), 5, false, 42));
     let method = ClipAdMethod::new(&model, sdp).unwrap();
     // The training batch: the test split in dataset order, loaded as train.py does.
-    let index = vlad_data::open_dataset(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vand/data"), &Default::default()).unwrap();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vand/data");
-    let samples: Vec<vlad_data::Sample> = config()["test_images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| index.split(vlad_data::Split::Test).find(|s| s.image_path == root.join(p.as_str().unwrap())).unwrap().clone())
-        .collect();
+    let paths: Vec<String> = serde_json::from_value(config()["test_images"].clone()).unwrap();
+    let samples = linear_common::samples(&paths, vlad_data::Split::Test);
     let refs: Vec<&vlad_data::Sample> = samples.iter().collect();
     let (pixels, masks, classes) = load_batch(&refs, 28, &vec![None; 4], &device()).unwrap();
     assert_close("training images", &values(pixels.clone()), &npy("images.npy").1, 1e-5);

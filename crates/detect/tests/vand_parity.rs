@@ -7,15 +7,15 @@
 //! Tolerance (the detector rule): max |diff| ≤ 1e-4 · max |reference| for every tensor.
 #![cfg(feature = "train")]
 mod common;
+mod linear_common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use common::{assert_close, device, values};
-use vlad_clip::weights::{Entry, WeightFile, WeightReader};
-use vlad_clip::{ClipConfig, ClipModel};
+use vlad_clip::ClipModel;
+use vlad_clip::weights::WeightFile;
 use vlad_detect::vand::train::{TrainOptions, batch_loss, load_batch, step, trainable};
 use vlad_detect::vand::{Vand, VandOptions, checkpoint, text_prototypes};
 use vlad_detect::{Detector, MapRange, SetFusion};
@@ -23,35 +23,21 @@ use vlad_detect::{Detector, MapRange, SetFusion};
 const TOL: f64 = 1e-4;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/vand").join(name)
+    linear_common::fixture("vand", name)
 }
 
 fn npy(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape = npy.shape().iter().map(|&d| d as usize).collect();
-    (shape, npy.into_vec::<f32>().unwrap())
+    linear_common::npy("vand", name)
 }
 
 fn config() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture("config.json")).unwrap()).unwrap()
+    linear_common::json("vand", "config.json")
 }
 
 /// The hash-weight backbone of the fixtures (QuickGELU as the OpenAI stand-in; the detector
 /// switches it to exact GELU and rule A).
 fn tiny_backbone() -> ClipModel {
-    let cfg = config();
-    let clip = ClipConfig::from_json(&cfg["clip"].to_string()).unwrap();
-    let mut entries = BTreeMap::new();
-    for item in cfg["manifest"].as_array().unwrap() {
-        let name = item[0].as_str().unwrap();
-        let shape: Vec<usize> = item[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-        entries.insert(name.to_string(), Entry::from_values(shape.clone(), vlad_clip::weights::hashed_parameter(name, &shape)));
-    }
-    let mut reader = WeightReader::new("hash backbone", entries, &device());
-    let model = ClipModel::from_reader(&clip, &mut reader);
-    assert!(reader.finish(false).unwrap().is_complete());
-    model
+    linear_common::hash_backbone(&config(), &device())
 }
 
 fn detector(file: &str) -> Vand {
@@ -64,21 +50,6 @@ fn detector(file: &str) -> Vand {
 fn images() -> Tensor<4> {
     let (shape, v) = npy("images.npy");
     Tensor::from_data(TensorData::new(v, shape), &device())
-}
-
-/// The test split in the official order (meta.json, as the DataLoader reads it).
-fn test_samples() -> Vec<vlad_data::Sample> {
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("data/meta.json")).unwrap()).unwrap();
-    let index = vlad_data::open_dataset(&fixture("data"), &Default::default()).unwrap();
-    meta["test"]["bottle"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|item| {
-            let path = fixture("data").join(item["img_path"].as_str().unwrap());
-            index.split(vlad_data::Split::Test).find(|s| s.image_path == path).unwrap_or_else(|| panic!("{} not indexed", path.display())).clone()
-        })
-        .collect()
 }
 
 #[test]
@@ -96,7 +67,7 @@ fn positional_table_taps_and_image_embedding_match_encode_image() {
 
 #[test]
 fn our_preprocessing_of_the_pngs_gives_the_official_inputs() {
-    let samples = test_samples();
+    let samples = linear_common::test_samples();
     let refs: Vec<&vlad_data::Sample> = samples.iter().collect();
     let (pixels, masks, classes) = load_batch(&refs, 28, &vec![None; refs.len()], &device()).unwrap();
     assert!(classes.iter().all(|c| c == "bottle"));
@@ -138,9 +109,7 @@ fn few_shot_map_text_and_fused_score_match_test_py() {
     // The official draw (k_shot.txt of the Python run): torch's generator cannot be replayed.
     let kshot: Vec<String> = config()["k_shot"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
     assert_eq!(kshot.len(), 2);
-    let index = vlad_data::open_dataset(&fixture("data"), &Default::default()).unwrap();
-    let refs: Vec<vlad_data::Sample> =
-        kshot.iter().map(|p| index.split(vlad_data::Split::Train).find(|s| s.image_path == fixture("data").join(p)).unwrap().clone()).collect();
+    let refs = linear_common::samples(&kshot, vlad_data::Split::Train);
     let refs: Vec<&vlad_data::Sample> = refs.iter().collect();
     let (reference, _, _) = load_batch(&refs, 28, &vec![None; refs.len()], &device()).unwrap();
     vand.fit_reference(reference).unwrap();
@@ -168,7 +137,7 @@ fn one_training_step_matches_train_py() {
     let vand = detector("linear.pth");
     let model = vand.model().clone();
     let options = TrainOptions::official(vand.config().clone());
-    let samples = test_samples();
+    let samples = linear_common::test_samples();
     let refs: Vec<&vlad_data::Sample> = samples.iter().collect();
     let (pixels, masks, classes) = load_batch(&refs, 28, &vec![None; refs.len()], &device()).unwrap();
     let tokenizer = vlad_clip::ClipTokenizer::openai().unwrap();
