@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor};
 use vlad_clip::preprocess::Preprocess;
 
 pub mod aa_clip;
+pub mod anomaly_clip;
 pub mod baseline;
 pub mod bayes_pfl;
 pub mod calibration;
