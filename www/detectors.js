@@ -98,6 +98,17 @@ export const DETECTORS = [
       { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },
     ],
   },
+  {
+    id: 'anomaly-clip',
+    checkpoint: true,
+    references: 'calibration',
+    noteEn: 'AnomalyCLIP (ICLR 2024): learned object-agnostic prompts ("X X … X object." / "X X … X damaged object.", with learned vectors written into text blocks 2–9) against DPAM patch features (V-V attention from block 6 on). Class-agnostic. Needs its checkpoint (a released epoch_15.pth, or the safetensors file vlad train anomaly-clip writes).',
+    noteKo: 'AnomalyCLIP (ICLR 2024): 객체 무관 학습 프롬프트("X X … X object." / "X X … X damaged object.", 텍스트 블록 2–9에 학습 벡터를 덮어씀)를 DPAM 패치 특징(블록 6부터 V-V 어텐션)과 비교합니다. 클래스와 무관합니다. 체크포인트(공개된 epoch_15.pth 또는 vlad train anomaly-clip이 쓰는 safetensors)가 필요합니다.',
+    options: [
+      { key: 'sigma', type: 'number', labelEn: 'Gaussian σ (0 = none)', labelKo: '가우시안 σ (0 = 없음)', min: 0, max: 32, step: 1, value: 4 },
+      { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },
+    ],
+  },
 ];
 
 /** Detector names the loaded engine implements. */

@@ -12,6 +12,7 @@ use vlad_clip::{Activation, ClipConfig, ClipModel, ClipTokenizer, PosEmbedResize
 use vlad_detect::aa_clip::{AaClip, AaClipConfig, AaClipOptions};
 use vlad_detect::bayes_pfl::{BayesPfl, BayesPflOptions, NoiseMode, StageChoice};
 use vlad_detect::calibration::ScoreCalibration;
+use vlad_detect::anomaly_clip::{AnomalyClip, AnomalyClipOptions};
 use vlad_detect::clip_ad::{ClipAd, ClipAdConfig, ClipAdOptions, Rvs};
 use vlad_detect::vand::{Vand, VandOptions};
 use vlad_detect::winclip::{WinClip, WinClipConfig};
@@ -21,10 +22,10 @@ use wasm_bindgen::prelude::*;
 use web_time::Instant;
 
 /// What [`Engine::set_detector`] accepts.
-const DETECTORS: &[&str] = &["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand", "clip-ad", "clip-ad-plus"];
+const DETECTORS: &[&str] = &["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand", "clip-ad", "clip-ad-plus", "anomaly-clip"];
 
 /// Detectors that need trained weights of their own ([`Engine::add_checkpoint`]).
-const NEEDS_CHECKPOINT: &[&str] = &["aa-clip", "bayes-pfl", "vand", "clip-ad-plus"];
+const NEEDS_CHECKPOINT: &[&str] = &["aa-clip", "bayes-pfl", "vand", "clip-ad-plus", "anomaly-clip"];
 
 #[wasm_bindgen(start)]
 fn start() {
@@ -182,7 +183,11 @@ impl Engine {
     /// - `clip-ad` (SDP) and `clip-ad-plus` (SDP+) — `{"image_size": S, "sigma": 8, "rvs":
     ///   "dbscan"|"dbscan-visa"|"mean"}` (defaults: the backbone's native size, σ 8, DBSCAN).
     ///
-    /// `aa-clip`, `bayes-pfl`, `vand` and `clip-ad-plus` need their checkpoint ([`Engine::add_checkpoint`]).
+    /// - `anomaly-clip` — `{"image_size": S, "sigma": 4}` (default: the checkpoint's size, else 37
+    ///   patches a side; DPAM tap = the last block, as the released models).
+    ///
+    /// `aa-clip`, `bayes-pfl`, `vand`, `clip-ad-plus` and `anomaly-clip` need their checkpoint
+    /// ([`Engine::add_checkpoint`]).
     pub fn set_detector(&mut self, name: &str, options_json: &str) -> Result<(), JsError> {
         let model = self.model.clone().ok_or_else(|| js_err("load backbone weights first"))?;
         let options: serde_json::Value = if options_json.trim().is_empty() {
@@ -255,6 +260,13 @@ impl Engine {
                     "mean" => Rvs::Mean,
                     other => return Err(js_err(format!("unknown rvs `{other}` (dbscan, dbscan-visa or mean)"))),
                 };
+                // DBSCAN clusters the sentence embeddings on the host, and WebGPU cannot hand
+                // tensors back inside this synchronous call.
+                if self.backend == "webgpu" && config.rvs != Rvs::Mean {
+                    return Err(js_err(
+                        "CLIP-AD's DBSCAN prototypes are clustered on the CPU, which the WebGPU engine cannot read back here: choose the \"mean\" prototype, or untick \"Use the GPU\"",
+                    ));
+                }
                 match &options["sigma"] {
                     serde_json::Value::Null => {}
                     v => config.sigma = v.as_f64().map(|s| if s == 0.0 { None } else { Some(s) }).ok_or_else(|| js_err("sigma must be a number (0 = no smoothing)"))?,
@@ -267,6 +279,16 @@ impl Engine {
                 };
                 let options = ClipAdOptions { image_size: options["image_size"].as_u64().map(|v| v as usize) };
                 Box::new(ClipAd::new(model, layers, config, options).map_err(js_err)?)
+            }
+            "anomaly-clip" => {
+                let files = self.checkpoint_files(name)?;
+                let mut weights = vlad_detect::anomaly_clip::checkpoint::load_weight_file(&files[0], &model.config, &self.device).map_err(js_err)?;
+                match &options["sigma"] {
+                    serde_json::Value::Null => {}
+                    v => weights.config.sigma = v.as_f64().map(|s| if s == 0.0 { None } else { Some(s) }).ok_or_else(|| js_err("sigma must be a number (0 = no smoothing)"))?,
+                }
+                let options = AnomalyClipOptions { image_size: options["image_size"].as_u64().map(|v| v as usize), ..Default::default() };
+                Box::new(AnomalyClip::from_weights(model, weights, options).map_err(js_err)?)
             }
             "vand" => {
                 let files = self.checkpoint_files(name)?;
@@ -301,6 +323,7 @@ impl Engine {
             "bayes-pfl" => bytes.starts_with(b"PK\x03\x04").then_some("MyModel"),
             "vand" => vlad_detect::vand::checkpoint::top_level_key(&bytes),
             "clip-ad-plus" => vlad_detect::vand::checkpoint::keyed(&bytes, vlad_detect::clip_ad::TOP_LEVEL_KEY),
+            "anomaly-clip" => vlad_detect::anomaly_clip::checkpoint::top_level_key(&bytes),
             _ => None,
         };
         let file = WeightFile::from_bytes_with_key(bytes, name, key).map_err(js_err)?;

@@ -11,6 +11,7 @@ use vlad_detect::Detector;
 use vlad_detect::aa_clip::checkpoint::load_weight_files;
 use vlad_detect::aa_clip::{AaClip, AaClipOptions, Domain};
 use vlad_detect::bayes_pfl::{BayesPfl, BayesPflOptions, FixedNoise, NoiseMode, StageChoice, load_checkpoint};
+use vlad_detect::anomaly_clip::{AnomalyClip, AnomalyClipOptions};
 use vlad_detect::clip_ad::{ClipAd, ClipAdConfig, ClipAdOptions, Rvs};
 use vlad_detect::vand::{Vand, VandOptions};
 use vlad_detect::winclip::{WinClip, WinClipConfig};
@@ -51,6 +52,24 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 fn tensor4(bytes: &[u8], device: &Device) -> Tensor<4> {
     let (shape, values) = npy(bytes);
     Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// The hash-weight backbone a fixture config describes (`clip`, `manifest`, optional power-of-two
+/// `scales`; values from `vlad_clip::weights::hashed_parameter`), as the native tests build it.
+fn hash_backbone(cfg: &serde_json::Value, device: &Device) -> ClipModel {
+    let clip = ClipConfig::from_json(&cfg["clip"].to_string()).unwrap();
+    let mut entries = BTreeMap::new();
+    for item in cfg["manifest"].as_array().unwrap() {
+        let name = item[0].as_str().unwrap();
+        let shape: Vec<usize> = item[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let scale = cfg["scales"][name].as_f64().unwrap_or(1.0) as f32;
+        let values = vlad_clip::weights::hashed_parameter(name, &shape).into_iter().map(|v| v * scale).collect();
+        entries.insert(name.to_string(), Entry::from_values(shape, values));
+    }
+    let mut reader = WeightReader::new("hash backbone", entries, device);
+    let model = ClipModel::from_reader(&clip, &mut reader);
+    assert!(reader.finish(false).unwrap().is_complete());
+    model
 }
 
 macro_rules! detect_fixture {
@@ -137,18 +156,8 @@ macro_rules! aa_fixture {
 /// industrial and medical, against the official test script.
 pub async fn aa_clip(device: &Device, tag: &str) {
     let cfg: serde_json::Value = serde_json::from_str(include_str!("../../../tests/fixtures/aa_clip/config.json")).unwrap();
-    let clip = ClipConfig::from_json(&cfg["clip"].to_string()).unwrap();
     let image_size = cfg["image_size"].as_u64().unwrap() as usize;
-    let mut entries = BTreeMap::new();
-    for item in cfg["manifest"].as_array().unwrap() {
-        let name = item[0].as_str().unwrap();
-        let shape: Vec<usize> = item[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-        let values = vlad_clip::weights::hashed_parameter(name, &shape);
-        entries.insert(name.to_string(), Entry::from_values(shape, values));
-    }
-    let mut reader = WeightReader::new("hash backbone", entries, device);
-    let model = ClipModel::from_reader(&clip, &mut reader);
-    assert!(reader.finish(false).unwrap().is_complete());
+    let model = hash_backbone(&cfg, device);
     let files = [
         WeightFile::from_bytes(aa_fixture!("text_adapter.pth").to_vec(), "text_adapter.pth").unwrap(),
         WeightFile::from_bytes(aa_fixture!("image_adapter.pth").to_vec(), "image_adapter.pth").unwrap(),
@@ -234,16 +243,7 @@ macro_rules! vand_fixture {
 /// reference PNGs of the Python run's `k_shot.txt`, decoded and preprocessed as the page does.
 pub async fn vand(device: &Device, tag: &str) {
     let cfg: serde_json::Value = serde_json::from_str(include_str!("../../../tests/fixtures/vand/config.json")).unwrap();
-    let clip = ClipConfig::from_json(&cfg["clip"].to_string()).unwrap();
-    let mut entries = BTreeMap::new();
-    for item in cfg["manifest"].as_array().unwrap() {
-        let name = item[0].as_str().unwrap();
-        let shape: Vec<usize> = item[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-        entries.insert(name.to_string(), Entry::from_values(shape.clone(), vlad_clip::weights::hashed_parameter(name, &shape)));
-    }
-    let mut reader = WeightReader::new("hash backbone", entries, device);
-    let model = ClipModel::from_reader(&clip, &mut reader);
-    assert!(reader.finish(false).unwrap().is_complete());
+    let model = hash_backbone(&cfg, device);
     let bytes = vand_fixture!("linear.pth").to_vec();
     let key = vlad_detect::vand::checkpoint::top_level_key(&bytes);
     let file = WeightFile::from_bytes_with_key(bytes, "linear.pth", key).unwrap();
@@ -284,18 +284,7 @@ macro_rules! clip_ad_fixture {
 /// fixture run.
 pub async fn clip_ad(device: &Device, tag: &str) {
     let cfg: serde_json::Value = serde_json::from_str(include_str!("../../../tests/fixtures/clip_ad/config.json")).unwrap();
-    let clip = ClipConfig::from_json(&cfg["clip"].to_string()).unwrap();
-    let mut entries = BTreeMap::new();
-    for item in cfg["manifest"].as_array().unwrap() {
-        let name = item[0].as_str().unwrap();
-        let shape: Vec<usize> = item[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-        let scale = cfg["scales"][name].as_f64().unwrap_or(1.0) as f32;
-        let values = vlad_clip::weights::hashed_parameter(name, &shape).into_iter().map(|v| v * scale).collect();
-        entries.insert(name.to_string(), Entry::from_values(shape, values));
-    }
-    let mut reader = WeightReader::new("hash backbone", entries, device);
-    let model = ClipModel::from_reader(&clip, &mut reader);
-    assert!(reader.finish(false).unwrap().is_complete());
+    let model = hash_backbone(&cfg, device);
     let config = ClipAdConfig { rvs: Rvs::Mean, ..ClipAdConfig::for_backbone(&model.config) };
     let bytes = clip_ad_fixture!("linear.pth").to_vec();
     let key = vlad_detect::vand::checkpoint::keyed(&bytes, vlad_detect::clip_ad::TOP_LEVEL_KEY);
@@ -309,4 +298,44 @@ pub async fn clip_ad(device: &Device, tag: &str) {
         assert_close(&format!("{tag} CLIP-AD {what} map"), &read_any(out.map).await, &npy(want).1);
         assert_close(&format!("{tag} CLIP-AD {what} s_text"), &read_any(out.components[0].1.clone()).await, &npy(clip_ad_fixture!("sdp_text.npy")).1);
     }
+}
+
+// ------------------------------------------------------------------ AnomalyCLIP
+
+macro_rules! anomaly_clip_fixture {
+    ($name:literal) => {
+        include_bytes!(concat!("../../../tests/fixtures/anomaly_clip/", $name))
+    };
+}
+
+/// AnomalyCLIP with the official `{'prompt_learner': …}` file read from bytes, against the
+/// official `test.py` with tap 24: the map and the image score. The test images are the tiny
+/// layout's PNGs, decoded and preprocessed as the page does.
+pub async fn anomaly_clip(device: &Device, tag: &str) {
+    let cfg: serde_json::Value = serde_json::from_str(include_str!("../../../tests/fixtures/anomaly_clip/config.json")).unwrap();
+    let model = hash_backbone(&cfg, device);
+    let bytes = anomaly_clip_fixture!("prompt_learner.pth").to_vec();
+    let key = vlad_detect::anomaly_clip::checkpoint::top_level_key(&bytes);
+    let file = WeightFile::from_bytes_with_key(bytes, "prompt_learner.pth", key).unwrap();
+    let weights = vlad_detect::anomaly_clip::checkpoint::load_weight_file(&file, &model.config, device).unwrap();
+    let mut detector = AnomalyClip::from_weights(model, weights, AnomalyClipOptions { image_size: Some(28), ..Default::default() }).unwrap();
+    detector.set_class("bottle").unwrap();
+    // The test split in meta.json order: good/000, good/001, broken_large/000, broken_large/001.
+    let meta: serde_json::Value = serde_json::from_str(include_str!("../../../tests/fixtures/vand/data/meta.json")).unwrap();
+    let order: Vec<String> = meta["test"]["bottle"].as_array().unwrap().iter().map(|i| i["img_path"].as_str().unwrap().to_string()).collect();
+    let png = |path: &str| -> &'static [u8] {
+        match path {
+            "bottle/test/good/000.png" => vand_fixture!("data/bottle/test/good/000.png"),
+            "bottle/test/good/001.png" => vand_fixture!("data/bottle/test/good/001.png"),
+            "bottle/test/broken_large/000.png" => vand_fixture!("data/bottle/test/broken_large/000.png"),
+            "bottle/test/broken_large/001.png" => vand_fixture!("data/bottle/test/broken_large/001.png"),
+            other => panic!("unexpected test image {other}"),
+        }
+    };
+    let pre = detector.preprocess();
+    let images: Vec<Vec<f32>> = order.iter().map(|p| pre.to_chw(&vlad_imaging::decode_rgb(png(p)).unwrap())).collect();
+    yield_to_browser().await;
+    let out = detector.detect(pre.batch(&images, device).unwrap()).unwrap();
+    assert_close(&format!("{tag} AnomalyCLIP map"), &read_any(out.map).await, &npy(anomaly_clip_fixture!("map_24.npy")).1);
+    assert_close(&format!("{tag} AnomalyCLIP image score"), &read_any(out.image_score).await, &npy(anomaly_clip_fixture!("image_score.npy")).1);
 }

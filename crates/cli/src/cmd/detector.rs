@@ -10,6 +10,7 @@ use vlad_detect::aa_clip::{AaClip, AaClipOptions, Domain};
 use vlad_detect::bayes_pfl::{BayesPfl, BayesPflOptions, NoiseMode, Stage as PflStage, StageChoice};
 use vlad_detect::calibration::{Calibration, ScoreCalibration};
 use vlad_detect::prompts::Averaging;
+use vlad_detect::anomaly_clip::{AnomalyClip, AnomalyClipOptions};
 use vlad_detect::clip_ad::{ClipAd, ClipAdConfig, ClipAdOptions, Rvs};
 use vlad_detect::vand::{Vand, VandOptions};
 use vlad_detect::winclip::{WinClip, WinClipConfig};
@@ -43,6 +44,9 @@ pub enum DetectorKind {
     /// CLIP-AD SDP+ (SDP plus trained linear layers; needs `--checkpoint`).
     #[value(name = "clip-ad-plus", alias = "sdp-plus")]
     ClipAdPlus,
+    /// AnomalyCLIP (object-agnostic learned prompts, DPAM; needs `--checkpoint`).
+    #[value(name = "anomaly-clip", alias = "anomalyclip")]
+    AnomalyClip,
 }
 
 /// `--clip-ad-rvs`.
@@ -189,6 +193,16 @@ pub struct DetectorArgs {
     /// released SDP+ layers were trained on).
     #[arg(long)]
     pub clip_ad_clean_taps: bool,
+    /// anomaly-clip: DPAM taps (the released models: the last block, 24; the CLI default of the
+    /// official test script, 6,12,18,24, is a different model).
+    #[arg(long)]
+    pub anomalyclip_taps: Option<String>,
+    /// anomaly-clip: input side (default: the checkpoint's, else 518 for ViT-L/14).
+    #[arg(long)]
+    pub anomalyclip_image_size: Option<usize>,
+    /// anomaly-clip: Gaussian σ (official 4; 0 for none).
+    #[arg(long, default_value_t = 4.0)]
+    pub anomalyclip_sigma: f64,
 }
 
 /// Builds the detector on `device` (class not set yet).
@@ -308,6 +322,23 @@ pub fn build_detector(args: &DetectorArgs, device: &Device) -> Result<Box<dyn De
                 ),
             };
             Box::new(ClipAd::new(model, layers, config, ClipAdOptions { image_size: args.clip_ad_image_size })?)
+        }
+        DetectorKind::AnomalyClip => {
+            let [checkpoint] = args.checkpoint.as_slice() else {
+                bail!("anomaly-clip needs exactly one --checkpoint file (a released epoch_N.pth or a `vlad train anomaly-clip` file), got {}", args.checkpoint.len());
+            };
+            let file = vlad_detect::anomaly_clip::checkpoint::open(checkpoint)?;
+            let mut weights = vlad_detect::anomaly_clip::checkpoint::load_weight_file(&file, &model.config, device)?;
+            for note in &weights.notes {
+                eprintln!("note: {note}");
+            }
+            weights.config.sigma = (args.anomalyclip_sigma > 0.0).then_some(args.anomalyclip_sigma);
+            let options = AnomalyClipOptions {
+                image_size: args.anomalyclip_image_size,
+                taps: args.anomalyclip_taps.as_deref().map(|t| parse_list(t, "--anomalyclip-taps")).transpose()?,
+                keep_backbone_settings: false,
+            };
+            Box::new(AnomalyClip::from_weights(model, weights, options)?)
         }
     })
 }

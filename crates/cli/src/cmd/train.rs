@@ -43,6 +43,9 @@ pub enum TrainCommand {
     /// CLIP-AD SDP+: the linear layers on the dual path's original-path taps.
     #[command(name = "clip-ad", alias = "sdp-plus")]
     ClipAd(TrainClipAdArgs),
+    /// AnomalyCLIP: the object-agnostic prompt learner (CE + 4 × local loss).
+    #[command(name = "anomaly-clip", alias = "anomalyclip")]
+    AnomalyClip(TrainAnomalyClipArgs),
 }
 
 /// Runs `vlad train …`.
@@ -52,6 +55,7 @@ pub fn run(command: TrainCommand) -> Result<()> {
         TrainCommand::BayesPfl(args) => train_bayes_pfl(args),
         TrainCommand::Vand(args) => train_vand(args),
         TrainCommand::ClipAd(args) => train_clip_ad(args),
+        TrainCommand::AnomalyClip(args) => train_anomaly_clip(args),
     }
 }
 
@@ -674,13 +678,7 @@ fn train_vand(args: TrainVandArgs) -> Result<()> {
     use vlad_detect::vand::VandConfig;
     use vlad_detect::vand::train::{TrainOptions as VandTrainOptions, VandMethod, train as vand_train};
     let started = Instant::now();
-    let index = args.data.open()?;
-    let split = args.data.split()?;
-    let samples: Vec<Sample> = index.split(split).cloned().collect();
-    if samples.is_empty() {
-        bail!("{}: no {} images to train on", args.data.dataset.data.display(), split.as_str());
-    }
-    let validation = args.val_data.as_deref().map(|root| open_validation(root, args.val_classes.as_deref())).transpose()?;
+    let (index, split, samples, validation) = training_samples(&args.data, args.val_data.as_deref(), args.val_classes.as_deref())?;
     let device = args.model.device()?;
     let mut clip = args.model.load(&device)?;
     if !args.keep_activation {
@@ -719,20 +717,7 @@ fn train_vand(args: TrainVandArgs) -> Result<()> {
     let mut progress = VandProgress { bar: None };
     let method = VandMethod::new(&clip, options.config.clone())?;
     let summary = vand_train(&method, &index, split, &samples, validation.as_deref(), &options, &args.data.out, args.force, &mut progress)?;
-    if let Some(bar) = progress.bar.take() {
-        bar.finish();
-    }
-    if let Some(before) = &summary.untrained {
-        std::fs::write(args.data.out.join("untrained_validation.json"), serde_json::to_string_pretty(before)?)?;
-    }
-    eprintln!(
-        "done in {:.0} s; last checkpoint {} (use: vlad eval --detector vand --checkpoint {} --vand-image-size {} …)",
-        started.elapsed().as_secs_f64(),
-        summary.checkpoint.display(),
-        summary.checkpoint.display(),
-        options.config.image_size
-    );
-    Ok(())
+    finish_run(&mut progress, &summary, &args.data.out, started, &format!("vand --vand-image-size {}", options.config.image_size))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -794,13 +779,7 @@ fn train_clip_ad(args: TrainClipAdArgs) -> Result<()> {
     use vlad_detect::clip_ad::train::{ClipAdMethod, official_options};
     use vlad_detect::vand::train::train as train_layers;
     let started = Instant::now();
-    let index = args.data.open()?;
-    let split = args.data.split()?;
-    let samples: Vec<Sample> = index.split(split).cloned().collect();
-    if samples.is_empty() {
-        bail!("{}: no {} images to train on", args.data.dataset.data.display(), split.as_str());
-    }
-    let validation = args.val_data.as_deref().map(|root| open_validation(root, args.val_classes.as_deref())).transpose()?;
+    let (index, split, samples, validation) = training_samples(&args.data, args.val_data.as_deref(), args.val_classes.as_deref())?;
     let device = args.model.device()?;
     let clip = args.model.load(&device)?;
     let mut config = ClipAdConfig {
@@ -833,14 +812,106 @@ fn train_clip_ad(args: TrainClipAdArgs) -> Result<()> {
     let method = ClipAdMethod::new(&clip, config)?;
     let mut progress = VandProgress { bar: None };
     let summary = train_layers(&method, &index, split, &samples, validation.as_deref(), &options, &args.data.out, args.force, &mut progress)?;
+    finish_run(&mut progress, &summary, &args.data.out, started, "clip-ad-plus")
+}
+
+// ------------------------------------------------------------------------------------------------
+// AnomalyCLIP
+
+/// `vlad train anomaly-clip`. The official run (`train.sh`): the auxiliary dataset's test split,
+/// 15 epochs, batch 8, Adam lr 1e-3 with betas (0.5, 0.999), seed 111, DPAM taps `24`.
+#[derive(clap::Args, Debug)]
+pub struct TrainAnomalyClipArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: TrainData,
+    /// Epochs (official 15).
+    #[arg(long, default_value_t = 15)]
+    pub epochs: usize,
+    /// Learning rate (official 1e-3).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Batch size (official 8).
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Seed of the initialisation and shuffling (official 111).
+    #[arg(long, default_value_t = 111)]
+    pub seed: u64,
+    /// Input side (default: 37 patches, 518 for ViT-L/14).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// DPAM taps (default: the last block, as the released models).
+    #[arg(long)]
+    pub taps: Option<String>,
+    /// Stop each epoch after this many steps (quick experiments).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Validate before training and after every epoch on this dataset's test split.
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Classes of the validation dataset (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub val_classes: Option<Vec<String>>,
+    /// Replace checkpoints already in `--out`.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn train_anomaly_clip(args: TrainAnomalyClipArgs) -> Result<()> {
+    use vlad_detect::anomaly_clip::AnomalyClipConfig;
+    use vlad_detect::anomaly_clip::train::{TrainOptions as AcTrainOptions, train as ac_train};
+    let started = Instant::now();
+    let (index, split, samples, validation) = training_samples(&args.data, args.val_data.as_deref(), args.val_classes.as_deref())?;
+    let device = args.model.device()?;
+    let mut clip = args.model.load(&device)?;
+    clip.visual.pos_resize = PosEmbedResize::Bilinear;
+    let mut config = AnomalyClipConfig::for_backbone(&clip.config);
+    if let Some(size) = args.image_size {
+        config.image_size = size;
+    }
+    if let Some(taps) = &args.taps {
+        config.taps = parse_list(taps, "--taps")?;
+    }
+    let options = AcTrainOptions { epochs: args.epochs, lr: args.lr, batch_size: args.batch_size, seed: args.seed, max_steps_per_epoch: args.max_steps, ..AcTrainOptions::official(config) };
+    eprintln!(
+        "training AnomalyCLIP's prompts on {} images of {} class(es) from {}, input {}, DPAM taps {:?} from block {}, backbone {}",
+        samples.len(),
+        index.classes().len(),
+        args.data.dataset.data.display(),
+        options.config.image_size,
+        options.config.taps,
+        options.config.dpam_from_block,
+        clip.config.name
+    );
+    let mut progress = VandProgress { bar: None };
+    let summary = ac_train(&clip, &samples, validation.as_deref(), &options, &args.data.out, args.force, &mut progress)?;
+    finish_run(&mut progress, &summary, &args.data.out, started, "anomaly-clip")
+}
+
+/// The training samples of `data`'s split and the validation samples, if a validation set is given.
+fn training_samples(data: &TrainData, val_data: Option<&Path>, val_classes: Option<&[String]>) -> Result<(DatasetIndex, Split, Vec<Sample>, Option<Vec<Sample>>)> {
+    let index = data.open()?;
+    let split = data.split()?;
+    let samples: Vec<Sample> = index.split(split).cloned().collect();
+    if samples.is_empty() {
+        bail!("{}: no {} images to train on", data.dataset.data.display(), split.as_str());
+    }
+    let validation = val_data.map(|root| open_validation(root, val_classes)).transpose()?;
+    Ok((index, split, samples, validation))
+}
+
+/// The end of a run of the linear-layer and prompt trainers: the bar, `untrained_validation.json`
+/// and how to use the checkpoint (`detector` is the `--detector` value with any options).
+fn finish_run(progress: &mut VandProgress, summary: &vlad_detect::vand::train::TrainSummary, out: &Path, started: Instant, detector: &str) -> Result<()> {
     if let Some(bar) = progress.bar.take() {
         bar.finish();
     }
     if let Some(before) = &summary.untrained {
-        std::fs::write(args.data.out.join("untrained_validation.json"), serde_json::to_string_pretty(before)?)?;
+        std::fs::write(out.join("untrained_validation.json"), serde_json::to_string_pretty(before)?)?;
     }
     eprintln!(
-        "done in {:.0} s; last checkpoint {} (use: vlad eval --detector clip-ad-plus --checkpoint {} …)",
+        "done in {:.0} s; last checkpoint {} (use: vlad eval --detector {detector} --checkpoint {} …)",
         started.elapsed().as_secs_f64(),
         summary.checkpoint.display(),
         summary.checkpoint.display()
