@@ -18,6 +18,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up: the size of the larger argument structs does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Tokenize texts with the CLIP BPE tokenizer (prints a JSON array of id arrays).
     Tokenize(cmd::clip::TokenizeArgs),

@@ -678,7 +678,7 @@ fn train_vand(args: TrainVandArgs) -> Result<()> {
     use vlad_detect::vand::VandConfig;
     use vlad_detect::vand::train::{TrainOptions as VandTrainOptions, VandMethod, train as vand_train};
     let started = Instant::now();
-    let (index, split, samples, validation) = training_samples(&args.data, args.val_data.as_deref(), args.val_classes.as_deref())?;
+    let TrainingSet { index, split, samples, validation } = training_samples(&args.data, args.val_data.as_deref(), args.val_classes.as_deref())?;
     let device = args.model.device()?;
     let mut clip = args.model.load(&device)?;
     if !args.keep_activation {
@@ -779,7 +779,7 @@ fn train_clip_ad(args: TrainClipAdArgs) -> Result<()> {
     use vlad_detect::clip_ad::train::{ClipAdMethod, official_options};
     use vlad_detect::vand::train::train as train_layers;
     let started = Instant::now();
-    let (index, split, samples, validation) = training_samples(&args.data, args.val_data.as_deref(), args.val_classes.as_deref())?;
+    let TrainingSet { index, split, samples, validation } = training_samples(&args.data, args.val_data.as_deref(), args.val_classes.as_deref())?;
     let device = args.model.device()?;
     let clip = args.model.load(&device)?;
     let mut config = ClipAdConfig {
@@ -862,7 +862,7 @@ fn train_anomaly_clip(args: TrainAnomalyClipArgs) -> Result<()> {
     use vlad_detect::anomaly_clip::AnomalyClipConfig;
     use vlad_detect::anomaly_clip::train::{TrainOptions as AcTrainOptions, train as ac_train};
     let started = Instant::now();
-    let (index, split, samples, validation) = training_samples(&args.data, args.val_data.as_deref(), args.val_classes.as_deref())?;
+    let TrainingSet { index, samples, validation, .. } = training_samples(&args.data, args.val_data.as_deref(), args.val_classes.as_deref())?;
     let device = args.model.device()?;
     let mut clip = args.model.load(&device)?;
     clip.visual.pos_resize = PosEmbedResize::Bilinear;
@@ -889,8 +889,16 @@ fn train_anomaly_clip(args: TrainAnomalyClipArgs) -> Result<()> {
     finish_run(&mut progress, &summary, &args.data.out, started, "anomaly-clip")
 }
 
+/// What a trainer reads: the dataset, its training split and samples, and the validation samples.
+struct TrainingSet {
+    index: DatasetIndex,
+    split: Split,
+    samples: Vec<Sample>,
+    validation: Option<Vec<Sample>>,
+}
+
 /// The training samples of `data`'s split and the validation samples, if a validation set is given.
-fn training_samples(data: &TrainData, val_data: Option<&Path>, val_classes: Option<&[String]>) -> Result<(DatasetIndex, Split, Vec<Sample>, Option<Vec<Sample>>)> {
+fn training_samples(data: &TrainData, val_data: Option<&Path>, val_classes: Option<&[String]>) -> Result<TrainingSet> {
     let index = data.open()?;
     let split = data.split()?;
     let samples: Vec<Sample> = index.split(split).cloned().collect();
@@ -898,7 +906,7 @@ fn training_samples(data: &TrainData, val_data: Option<&Path>, val_classes: Opti
         bail!("{}: no {} images to train on", data.dataset.data.display(), split.as_str());
     }
     let validation = val_data.map(|root| open_validation(root, val_classes)).transpose()?;
-    Ok((index, split, samples, validation))
+    Ok(TrainingSet { index, split, samples, validation })
 }
 
 /// The end of a run of the linear-layer and prompt trainers: the bar, `untrained_validation.json`

@@ -2,9 +2,9 @@
 //!
 //! * Official: `torch.save({'trainable_linearlayer': linearlayer.state_dict()}, 'epoch_N.pth')`
 //!   with `fc.{i}.weight` `[E, D]` and `fc.{i}.bias` `[E]`, one `i` per tap (ViT-L: 4 × 768 × 1024
-//!   + biases = 3,148,800 values). The released `exps/pretrained/mvtec_pretrained.pth` (trained on
-//!   MVTec, for testing VisA) and `visa_pretrained.pth` (trained on VisA, for testing MVTec) have
-//!   this layout.
+//!   weights and 4 × 768 biases, 3,148,800 values). The released `exps/pretrained/mvtec_pretrained.pth`
+//!   (trained on MVTec, for testing VisA) and `visa_pretrained.pth` (trained on VisA, for testing
+//!   MVTec) have this layout.
 //! * Ours: safetensors with the same keys (PyTorch `[out, in]` layout, f32), the config and epoch
 //!   in the metadata (`vlad.vand.*`). `safetensors.torch.load_file` + `load_state_dict` reads it
 //!   in the official code.

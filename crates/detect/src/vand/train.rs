@@ -288,7 +288,7 @@ pub fn validate(detector: &mut dyn Detector, samples: &[Sample], batch_size: usi
             maps.extend(host(out.map)?);
             masks.extend(host(batch_masks)?.into_iter().map(|m| (m > 0.5) as u8));
             scores.extend(host(out.image_score.unsqueeze::<3>())?);
-            labels.extend(chunk.iter().map(|s| s.label.as_int() as u8));
+            labels.extend(chunk.iter().map(|s| s.label.as_int()));
         }
         let n = labels.len();
         let pixel = pixel_metrics(&maps, &masks, MapShape::new(n, s, s), None).map_err(metrics_error)?.binary.auroc;
