@@ -348,6 +348,7 @@ async function checkMore(page, mode) {
 
   await checkAaClip(page, mode);
   await checkClipAd(page, mode);
+  await checkVand(page, mode);
 
   // Every control has a label.
   const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select, button, textarea')]
@@ -436,6 +437,69 @@ async function checkClipAd(page, mode) {
   await mkdirAndShoot(page, `clip-ad-${mode}.png`);
 }
 
+/**
+ * VAND in the page: the checkpoint field takes the linear layers (safetensors for the tiny
+ * backbone: 4 × Linear(64 → 32)), then a real map and score.
+ */
+async function checkVand(page, mode) {
+  const t0 = Date.now();
+  const before = await page.locator('#detector-status').textContent();
+  await page.locator('input[name="detector"][value="vand"]').check();
+  await page.waitForFunction((old) => {
+    const el = document.querySelector('#detector-status');
+    return el.textContent !== old && el.dataset.state === 'error';
+  }, before, { timeout: STEP_TIMEOUT_MS });
+  const noCheckpoint = await page.locator('#detector-status').textContent();
+  assert.match(noCheckpoint, /checkpoint/, noCheckpoint);
+  await page.locator('#opt-vand-image_size').fill('32');
+  const tensors = [0, 1, 2, 3].flatMap((i) => [[`fc.${i}.weight`, [32, 64]], [`fc.${i}.bias`, [32]]]);
+  await page.locator('#ckpt-vand-file').setInputFiles({ name: 'vand_tiny.safetensors', mimeType: 'application/octet-stream', buffer: safetensors(tensors, 11n) });
+  await page.waitForSelector('#ckpt-vand-status[data-state="ready"], #ckpt-vand-status[data-state="error"]', { timeout: STEP_TIMEOUT_MS });
+  const ckptStatus = await page.locator('#ckpt-vand-status').textContent();
+  assert.equal(await page.locator('#ckpt-vand-status').getAttribute('data-state'), 'ready', ckptStatus);
+  await page.locator('#opt-vand-image_size').dispatchEvent('change');
+  const status = await waitReady(page, '#detector-status', 'VAND setup', noCheckpoint);
+  assert.match(status, /VAND/, status);
+  await page.waitForFunction(() => {
+    const cards = [...document.querySelectorAll('.result')];
+    return cards.length > 0 && cards.every((c) => c.dataset.state === 'done' || c.dataset.state === 'error');
+  }, null, { timeout: STEP_TIMEOUT_MS });
+  const r = await page.locator('.result').first().evaluate((el) => ({
+    state: el.dataset.state,
+    text: el.querySelector('.result-state')?.textContent,
+    score: Number(el.querySelector('[data-testid="score"]').dataset.value),
+    mapMin: Number(el.querySelector('canvas.overlay').dataset.mapMin),
+    mapMax: Number(el.querySelector('canvas.overlay').dataset.mapMax),
+  }));
+  assert.equal(r.state, 'done', `VAND scoring: ${r.text}`);
+  assert.ok(Number.isFinite(r.score) && r.mapMax > r.mapMin, `VAND result ${JSON.stringify(r)}`);
+  console.log(`  [${mode}] ${ckptStatus.trim()} ${status.trim()} score ${r.score}, map ${r.mapMin} … ${r.mapMax} (${Date.now() - t0} ms from choosing it)`);
+  await mkdirAndShoot(page, `vand-${mode}.png`);
+}
+
+/** safetensors bytes of f32 `tensors` ([name, shape]) with pseudo-random values from `seed`. */
+function safetensors(tensors, seed) {
+  let state = seed;
+  const next = () => {
+    state = (state * 6364136223846793005n + 1442695040888963407n) & 0xffffffffffffffffn;
+    return Number(state >> 40n) / 2 ** 24 - 0.5;
+  };
+  const header = {};
+  let offset = 0;
+  for (const [name, shape] of tensors) {
+    const bytes = 4 * shape.reduce((a, b) => a * b, 1);
+    header[name] = { dtype: 'F32', shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const out = Buffer.alloc(8 + json.length + offset);
+  out.writeBigUInt64LE(BigInt(json.length), 0);
+  out.write(json, 8, 'ascii');
+  for (let i = 8 + json.length; i < out.length; i += 4) out.writeFloatLE(0.2 * next(), i);
+  return out;
+}
+
 async function mkdirAndShoot(page, name) {
   mkdirSync(artifacts, { recursive: true });
   await page.locator('.result').first().screenshot({ path: join(artifacts, name) });
@@ -448,32 +512,13 @@ async function mkdirAndShoot(page, name) {
  * matter here; the page must load the file, build the detector and draw its map.
  */
 function aaClipCheckpoint() {
-  const tensors = [
+  return safetensors([
     ['text_adapter.0.fc.0.weight', [16, 16]],
     ['text_adapter.1.fc.0.weight', [32, 16]],
     ['image_adapter.layer_adapters.0.fc.0.weight', [64, 64]],
     ...[0, 1, 2, 3].map((k) => [`image_adapter.seg_proj.${k}.fc.weight`, [32, 64]]),
     ['image_adapter.det_proj.fc.weight', [32, 64]],
-  ];
-  let state = 7n;
-  const next = () => {
-    state = (state * 6364136223846793005n + 1442695040888963407n) & 0xffffffffffffffffn;
-    return Number(state >> 40n) / 2 ** 24 - 0.5;
-  };
-  const header = {};
-  let offset = 0;
-  for (const [name, shape] of tensors) {
-    const bytes = 4 * shape[0] * shape[1];
-    header[name] = { dtype: 'F32', shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (json.length % 8)) % 8);
-  const out = Buffer.alloc(8 + json.length + offset);
-  out.writeBigUInt64LE(BigInt(json.length), 0);
-  out.write(json, 8, 'ascii');
-  for (let i = 8 + json.length; i < out.length; i += 4) out.writeFloatLE(0.2 * next(), i);
-  return out;
+  ], 7n);
 }
 
 /**

@@ -1,11 +1,11 @@
-//! VAND on the real ViT-L-14-336 at 518 px (37×37 grid, rule-A resize 24 → 37, four 1024 → 768
-//! layers) and CLIP-AD on the real ViT-B-16-plus-240 at 240 px (15×15 grid, 896 → 640 layers),
-//! against the official code run with hash weights (`tools/fixtures/vand.py --full-size`,
-//! `tools/fixtures/clip_ad.py --full-size`). Full-size weights do not fit in the fixtures: both
-//! sides generate them from the names; the maps are kept every 7th (VAND) / 5th (CLIP-AD) pixel
-//! with their maxima. Tolerance: max |diff| ≤ 1e-4 · max |reference|.
+//! VAND (rule-A resize, four 1024 → 768 layers) and AnomalyCLIP (rule-C resize, DPAM, 768-wide
+//! prompts) on the real ViT-L-14-336 at 518 px (37×37 grid), and CLIP-AD on the real
+//! ViT-B-16-plus-240 at 240 px (15×15 grid, 896 → 640 layers), against the official code run with
+//! hash weights (`tools/fixtures/{vand,clip_ad,anomaly_clip}.py --full-size`). Full-size weights do
+//! not fit in the fixtures: both sides generate them from the names; the maps are kept every 7th
+//! (518 px) / 5th (240 px) pixel with their maxima. Tolerance: max |diff| ≤ 1e-4 · max |reference|.
 //!
-//! Minutes on a CPU: `cargo test -p vlad-detect --features train --release --test linear_full_size -- --ignored`.
+//! Minutes on a CPU: `cargo test -p vlad-detect --features train --release --test full_size_parity -- --ignored`.
 #![cfg(feature = "train")]
 mod common;
 mod linear_common;
@@ -153,4 +153,56 @@ fn released_files_at_full_shapes_load_with_every_key() {
     let e = checkpoint::load_weight_file(&checkpoint::open_keyed(&clip_ad_pth, key).unwrap(), &vit_l, None, &device()).unwrap_err().to_string();
     assert!(e.contains("train_on_visa.pth") && e.contains("fc.0.weight") && e.contains("640, 896") && e.contains("768, 1024"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+#[ignore = "full-size ViT-L at 518 px on the CPU takes minutes; run with --ignored (release recommended)"]
+fn anomaly_clip_at_full_size_matches_the_official_code() {
+    use vlad_detect::anomaly_clip::train::{batch_loss as ac_loss, trainable as ac_trainable};
+    use vlad_detect::anomaly_clip::{AnomalyClip, AnomalyClipConfig, AnomalyClipOptions, PromptFrame, PromptLearner};
+    let started = std::time::Instant::now();
+    let cfg = json("anomaly_clip", "full_config.json");
+    let model = hash_backbone(&cfg, &device());
+    let config = AnomalyClipConfig::for_backbone(&model.config);
+    assert_eq!((config.taps.as_slice(), config.dpam_from_block, config.image_size), (&[24][..], 6, 518));
+    // The fixture's learner: hash values × 0.625 under the state-dict names.
+    let learned = |name: &str, rows: usize| {
+        let values: Vec<f32> = vlad_clip::weights::hashed_parameter(name, &[rows, 768]).into_iter().map(|v| v * 0.625).collect();
+        burn::module::Param::from_tensor(Tensor::from_data(burn::tensor::TensorData::new(values, [rows, 768]), &device()))
+    };
+    let learner = PromptLearner {
+        ctx_pos: learned("ctx_pos", 12),
+        ctx_neg: learned("ctx_neg", 12),
+        compound_prompts_text: (0..8).map(|i| learned(&format!("compound_prompts_text.{i}"), 4)).collect(),
+    };
+    let frame = PromptFrame::from_backbone(&model, &vlad_clip::ClipTokenizer::openai().unwrap(), 12).unwrap();
+    let clip = AnomalyClip::new(model, learner, &frame, config, AnomalyClipOptions::default()).unwrap();
+    assert_close("AnomalyCLIP full text features", &values(clip.text().clone()), &npy("anomaly_clip", "full_text.npy").1, TOL);
+    let samples = test_samples();
+    let refs: Vec<&vlad_data::Sample> = samples.iter().collect();
+    let (pixels, masks, _) = load_batch(&refs, 518, &vec![None; 4], &device()).unwrap();
+    let out = clip.detect(pixels.clone()).unwrap();
+    let map = values(out.map);
+    assert_close("AnomalyCLIP full map (every 7th pixel)", &subsample(&map, 518, 3, 7), &npy("anomaly_clip", "full_map_24.npy").1, TOL);
+    assert_close("AnomalyCLIP full map maxima", &maxima(&map, 518 * 518), &npy("anomaly_clip", "full_map_24_max.npy").1, TOL);
+    assert_close("AnomalyCLIP full image score", &values(out.image_score), &npy("anomaly_clip", "full_image_score.npy").1, TOL);
+    let labels: Vec<usize> = samples.iter().map(|s| s.label.as_int() as usize).collect();
+    let trained = ac_trainable(clip.learner().clone(), &device());
+    let (total, image, local) = ac_loss(clip.model(), &trained, &frame, clip.config(), pixels, masks, &labels).unwrap();
+    let (image_v, local_v) = (values(image)[0] as f64, 4.0 * values(local)[0] as f64);
+    assert!((image_v - cfg["image_loss"].as_f64().unwrap()).abs() <= 5e-5, "image loss {image_v} vs {}", cfg["image_loss"]);
+    assert!((local_v - cfg["weighted_local_loss"].as_f64().unwrap()).abs() <= 5e-5, "4 × local {local_v} vs {}", cfg["weighted_local_loss"]);
+    let grads = total.backward();
+    let want = WeightFile::open(&linear_common::fixture("anomaly_clip", "full_train_grads_fp32.safetensors"), None).unwrap();
+    let every_37th = |t: Tensor<2>| -> Vec<f32> {
+        let [r, c] = t.dims();
+        let v = values(t);
+        (0..r).flat_map(|i| (0..c).step_by(37).map(move |j| (i, j))).map(|(i, j)| v[i * c + j]).collect()
+    };
+    let mut named = vec![("ctx_pos".to_string(), &trained.ctx_pos), ("ctx_neg".to_string(), &trained.ctx_neg)];
+    named.extend(trained.compound_prompts_text.iter().enumerate().map(|(i, p)| (format!("compound_prompts_text.{i}"), p)));
+    for (name, p) in named {
+        assert_close(&format!("AnomalyCLIP full grad {name} (every 37th column)"), &every_37th(p.grad(&grads).unwrap()), &want.entries[&name].to_f32(&name).unwrap(), TOL);
+    }
+    eprintln!("AnomalyCLIP full-size parity in {:.1} s", started.elapsed().as_secs_f64());
 }
