@@ -970,7 +970,9 @@ fn evaluate(args: &EvalArgs, build: impl FnOnce() -> Result<Box<dyn Detector>>) 
     let pre = detector.preprocess();
     let mask_rule = args.mask_rule.map_or_else(|| default_mask_rule(detector.name()), MaskRuleChoice::rule);
     let shots = args.shots.or(args.detector.needs_references().then_some(Shots::All));
-    let fusion = if fusion_wanted { detector.set_fusion() } else { SetFusion::None };
+    // The fusion can depend on the references (VAND fuses only with a few-shot memory): it is
+    // asked again after each class's references are fitted.
+    let mut fusion = if fusion_wanted { detector.set_fusion() } else { SetFusion::None };
     let pro = args.pro.convention();
     let ap = match args.ap {
         ApChoice::Step => ApConvention::Step,
@@ -985,7 +987,12 @@ fn evaluate(args: &EvalArgs, build: impl FnOnce() -> Result<Box<dyn Detector>>) 
         index.format,
         mask_rule_name(mask_rule),
         pro.map_or("none", ProConvention::name),
-        if matches!(fusion, SetFusion::None) { "none" } else { "min-max (official)" },
+        match (fusion_wanted, &fusion) {
+            (false, _) => "none",
+            (true, SetFusion::None) if shots.is_some() => "official (decided after the references)",
+            (true, SetFusion::None) => "none (the detector defines none)",
+            (true, _) => "min-max (official)",
+        },
     );
 
     let total: usize = tests.iter().map(Vec::len).sum();
@@ -1023,6 +1030,9 @@ fn evaluate(args: &EvalArgs, build: impl FnOnce() -> Result<Box<dyn Detector>>) 
                 Ok(()) => {}
                 Err(DetectError::Unsupported { detector, .. }) => bail!("{detector} takes no reference images: drop --shots"),
                 Err(e) => return Err(e).with_context(|| format!("class {class}: fitting {references} reference image(s)")),
+            }
+            if fusion_wanted {
+                fusion = detector.set_fusion();
             }
         }
 
@@ -1338,8 +1348,9 @@ mod tests {
     }
 
     /// The baseline with an AA-CLIP-like official fusion: a `det` component (the map mean) and
-    /// `0.5 · max(normalised map) + 0.5 · normalised det`.
-    struct FusingBaseline(MeanImageBaseline);
+    /// `0.5 · max(normalised map) + 0.5 · normalised det` — defined, as VAND's, only once reference
+    /// images are fitted (so the harness must ask after fitting them).
+    struct FusingBaseline(MeanImageBaseline, bool);
 
     impl Detector for FusingBaseline {
         fn name(&self) -> &'static str {
@@ -1364,9 +1375,13 @@ mod tests {
             Ok(out)
         }
         fn fit_reference(&mut self, normal: burn::tensor::Tensor<4>) -> Result<(), DetectError> {
+            self.1 = true;
             self.0.fit_reference(normal)
         }
         fn set_fusion(&self) -> SetFusion {
+            if !self.1 {
+                return SetFusion::None;
+            }
             SetFusion::MinMax { component: Some("det".into()), map_weight: 0.5, component_weight: 0.5, statistic: MapStatistic::Max, map_range: MapRange::AllPixels, normalize_component: true }
         }
     }
@@ -1398,7 +1413,7 @@ mod tests {
             let args = parse(&argv).unwrap();
             let DetectorChoice::Baseline(b) = &args.detector.choice else { unreachable!() };
             let inner = MeanImageBaseline::new(b.config(), vlad_clip::device_for(vlad_clip::Backend::Flex).unwrap()).unwrap();
-            evaluate(&args, || Ok(Box::new(FusingBaseline(inner)))).unwrap();
+            evaluate(&args, || Ok(Box::new(FusingBaseline(inner, false)))).unwrap();
             serde_json::from_str::<Value>(&std::fs::read_to_string(&out).unwrap()).unwrap()
         };
         let fused = run_with("official");
