@@ -634,11 +634,12 @@ pub struct TrainVandArgs {
     pub keep_activation: bool,
 }
 
-struct VandProgress {
+/// Draws an indicatif bar for the epoch-based trainers (VAND, CLIP-AD SDP+, AnomalyCLIP).
+struct EpochProgress {
     bar: Option<ProgressBar>,
 }
 
-impl vlad_detect::vand::train::TrainObserver for VandProgress {
+impl vlad_detect::vand::train::TrainObserver for EpochProgress {
     fn on_untrained(&mut self, v: &vlad_detect::vand::train::Validation) {
         eprintln!("before training (initial layers): validation pixel AUROC {} image AUROC {} on {} images", pct(v.pixel_auroc), pct(v.image_auroc), v.images);
     }
@@ -714,7 +715,7 @@ fn train_vand(args: TrainVandArgs) -> Result<()> {
         options.config.taps,
         clip.config.name
     );
-    let mut progress = VandProgress { bar: None };
+    let mut progress = EpochProgress { bar: None };
     let method = VandMethod::new(&clip, options.config.clone())?;
     let summary = vand_train(&method, &index, split, &samples, validation.as_deref(), &options, &args.data.out, args.force, &mut progress)?;
     finish_run(&mut progress, &summary, &args.data.out, started, &format!("vand --vand-image-size {}", options.config.image_size))
@@ -810,7 +811,7 @@ fn train_clip_ad(args: TrainClipAdArgs) -> Result<()> {
         clip.config.name
     );
     let method = ClipAdMethod::new(&clip, config)?;
-    let mut progress = VandProgress { bar: None };
+    let mut progress = EpochProgress { bar: None };
     let summary = train_layers(&method, &index, split, &samples, validation.as_deref(), &options, &args.data.out, args.force, &mut progress)?;
     finish_run(&mut progress, &summary, &args.data.out, started, "clip-ad-plus")
 }
@@ -884,7 +885,7 @@ fn train_anomaly_clip(args: TrainAnomalyClipArgs) -> Result<()> {
         options.config.dpam_from_block,
         clip.config.name
     );
-    let mut progress = VandProgress { bar: None };
+    let mut progress = EpochProgress { bar: None };
     let summary = ac_train(&clip, &samples, validation.as_deref(), &options, &args.data.out, args.force, &mut progress)?;
     finish_run(&mut progress, &summary, &args.data.out, started, "anomaly-clip")
 }
@@ -911,7 +912,7 @@ fn training_samples(data: &TrainData, val_data: Option<&Path>, val_classes: Opti
 
 /// The end of a run of the linear-layer and prompt trainers: the bar, `untrained_validation.json`
 /// and how to use the checkpoint (`detector` is the `--detector` value with any options).
-fn finish_run(progress: &mut VandProgress, summary: &vlad_detect::vand::train::TrainSummary, out: &Path, started: Instant, detector: &str) -> Result<()> {
+fn finish_run(progress: &mut EpochProgress, summary: &vlad_detect::vand::train::TrainSummary, out: &Path, started: Instant, detector: &str) -> Result<()> {
     if let Some(bar) = progress.bar.take() {
         bar.finish();
     }
