@@ -330,19 +330,7 @@ async function checkMore(page, mode) {
   await page.locator('input[name="detector"][value="winclip"]').check();
   const winclipStatus = await waitReady(page, '#detector-status', 'WinCLIP setup', zeroShotStatus);
   assert.match(winclipStatus, /WinCLIP/, winclipStatus);
-  await page.waitForFunction(() => {
-    const cards = [...document.querySelectorAll('.result')];
-    return cards.length === 2 && cards.every((c) => c.dataset.state === 'done' || c.dataset.state === 'error');
-  }, null, { timeout: STEP_TIMEOUT_MS });
-  const winclip = await page.locator('.result').first().evaluate((el) => ({
-    state: el.dataset.state,
-    text: el.querySelector('.result-state')?.textContent,
-    score: Number(el.querySelector('[data-testid="score"]').dataset.value),
-    mapMin: Number(el.querySelector('canvas.overlay').dataset.mapMin),
-    mapMax: Number(el.querySelector('canvas.overlay').dataset.mapMax),
-  }));
-  assert.equal(winclip.state, 'done', `WinCLIP scoring: ${winclip.text}`);
-  assert.ok(Number.isFinite(winclip.score) && winclip.mapMax > winclip.mapMin, `WinCLIP result ${JSON.stringify(winclip)}`);
+  const winclip = await firstResult(page, 'WinCLIP', 2);
   assert.notEqual(winclip.score, scores[0], 'WinCLIP+ gives its own score, not the zero-shot one');
   console.log(`  [${mode}] ${winclipStatus.trim()} score ${winclip.score}, map ${winclip.mapMin} … ${winclip.mapMax}`);
 
@@ -391,19 +379,7 @@ async function checkAaClip(page, mode) {
   await page.locator('#opt-aa-clip-image_size').dispatchEvent('change');
   const aaStatus = await waitReady(page, '#detector-status', 'AA-CLIP setup', noCheckpoint);
   assert.match(aaStatus, /AA-CLIP/, aaStatus);
-  await page.waitForFunction(() => {
-    const cards = [...document.querySelectorAll('.result')];
-    return cards.length > 0 && cards.every((c) => c.dataset.state === 'done' || c.dataset.state === 'error');
-  }, null, { timeout: STEP_TIMEOUT_MS });
-  const aa = await page.locator('.result').first().evaluate((el) => ({
-    state: el.dataset.state,
-    text: el.querySelector('.result-state')?.textContent,
-    score: Number(el.querySelector('[data-testid="score"]').dataset.value),
-    mapMin: Number(el.querySelector('canvas.overlay').dataset.mapMin),
-    mapMax: Number(el.querySelector('canvas.overlay').dataset.mapMax),
-  }));
-  assert.equal(aa.state, 'done', `AA-CLIP scoring: ${aa.text}`);
-  assert.ok(Number.isFinite(aa.score) && aa.mapMax > aa.mapMin, `AA-CLIP result ${JSON.stringify(aa)}`);
+  const aa = await firstResult(page, 'AA-CLIP');
   console.log(`  [${mode}] ${ckptStatus.trim()} ${aaStatus.trim()} score ${aa.score}, map ${aa.mapMin} … ${aa.mapMax} (${Date.now() - t0} ms from choosing it)`);
   await mkdirAndShoot(page, `aa-clip-${mode}.png`);
 }
@@ -420,19 +396,7 @@ async function checkClipAd(page, mode) {
   await page.locator('#opt-clip-ad-image_size').dispatchEvent('change');
   const status = await waitReady(page, '#detector-status', 'CLIP-AD setup', before);
   assert.match(status, /CLIP-AD/, status);
-  await page.waitForFunction(() => {
-    const cards = [...document.querySelectorAll('.result')];
-    return cards.length > 0 && cards.every((c) => c.dataset.state === 'done' || c.dataset.state === 'error');
-  }, null, { timeout: STEP_TIMEOUT_MS });
-  const r = await page.locator('.result').first().evaluate((el) => ({
-    state: el.dataset.state,
-    text: el.querySelector('.result-state')?.textContent,
-    score: Number(el.querySelector('[data-testid="score"]').dataset.value),
-    mapMin: Number(el.querySelector('canvas.overlay').dataset.mapMin),
-    mapMax: Number(el.querySelector('canvas.overlay').dataset.mapMax),
-  }));
-  assert.equal(r.state, 'done', `CLIP-AD scoring: ${r.text}`);
-  assert.ok(Number.isFinite(r.score) && r.mapMax > r.mapMin, `CLIP-AD result ${JSON.stringify(r)}`);
+  const r = await firstResult(page, 'CLIP-AD');
   console.log(`  [${mode}] ${status.trim()} score ${r.score}, map ${r.mapMin} … ${r.mapMax} (${Date.now() - t0} ms from choosing it)`);
   await mkdirAndShoot(page, `clip-ad-${mode}.png`);
 }
@@ -460,19 +424,7 @@ async function checkVand(page, mode) {
   await page.locator('#opt-vand-image_size').dispatchEvent('change');
   const status = await waitReady(page, '#detector-status', 'VAND setup', noCheckpoint);
   assert.match(status, /VAND/, status);
-  await page.waitForFunction(() => {
-    const cards = [...document.querySelectorAll('.result')];
-    return cards.length > 0 && cards.every((c) => c.dataset.state === 'done' || c.dataset.state === 'error');
-  }, null, { timeout: STEP_TIMEOUT_MS });
-  const r = await page.locator('.result').first().evaluate((el) => ({
-    state: el.dataset.state,
-    text: el.querySelector('.result-state')?.textContent,
-    score: Number(el.querySelector('[data-testid="score"]').dataset.value),
-    mapMin: Number(el.querySelector('canvas.overlay').dataset.mapMin),
-    mapMax: Number(el.querySelector('canvas.overlay').dataset.mapMax),
-  }));
-  assert.equal(r.state, 'done', `VAND scoring: ${r.text}`);
-  assert.ok(Number.isFinite(r.score) && r.mapMax > r.mapMin, `VAND result ${JSON.stringify(r)}`);
+  const r = await firstResult(page, 'VAND');
   console.log(`  [${mode}] ${ckptStatus.trim()} ${status.trim()} score ${r.score}, map ${r.mapMin} … ${r.mapMax} (${Date.now() - t0} ms from choosing it)`);
   await mkdirAndShoot(page, `vand-${mode}.png`);
 }
@@ -498,6 +450,27 @@ function safetensors(tensors, seed) {
   out.write(json, 8, 'ascii');
   for (let i = 8 + json.length; i < out.length; i += 4) out.writeFloatLE(0.2 * next(), i);
   return out;
+}
+
+/**
+ * Waits until every result card (`count` of them, when given) is done or failed, and returns the first card's state, score and
+ * map range, asserting that it was scored with a finite score and a non-constant map.
+ */
+async function firstResult(page, what, count = null) {
+  await page.waitForFunction((n) => {
+    const cards = [...document.querySelectorAll('.result')];
+    return (n === null ? cards.length > 0 : cards.length === n) && cards.every((c) => c.dataset.state === 'done' || c.dataset.state === 'error');
+  }, count, { timeout: STEP_TIMEOUT_MS });
+  const r = await page.locator('.result').first().evaluate((el) => ({
+    state: el.dataset.state,
+    text: el.querySelector('.result-state')?.textContent,
+    score: Number(el.querySelector('[data-testid="score"]').dataset.value),
+    mapMin: Number(el.querySelector('canvas.overlay').dataset.mapMin),
+    mapMax: Number(el.querySelector('canvas.overlay').dataset.mapMax),
+  }));
+  assert.equal(r.state, 'done', `${what} scoring: ${r.text}`);
+  assert.ok(Number.isFinite(r.score) && r.mapMax > r.mapMin, `${what} result ${JSON.stringify(r)}`);
+  return r;
 }
 
 async function mkdirAndShoot(page, name) {

@@ -616,22 +616,11 @@ pub struct TrainVandArgs {
     /// Write a checkpoint every N epochs (`save_freq`; the last epoch is always written).
     #[arg(long, default_value_t = 1)]
     pub save_every: usize,
-    /// Stop each epoch after this many steps (quick experiments).
-    #[arg(long)]
-    pub max_steps: Option<usize>,
-    /// Validate before training and after every epoch on this dataset's test split (zero-shot pixel
-    /// and image AUROC).
-    #[arg(long)]
-    pub val_data: Option<PathBuf>,
-    /// Classes of the validation dataset (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub val_classes: Option<Vec<String>>,
-    /// Replace checkpoints already in `--out`.
-    #[arg(long)]
-    pub force: bool,
     /// Keep the backbone's activation and positional rule (default: exact GELU and rule A).
     #[arg(long)]
     pub keep_activation: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Draws an indicatif bar for the epoch-based trainers (VAND, CLIP-AD SDP+, AnomalyCLIP).
@@ -679,7 +668,7 @@ fn train_vand(args: TrainVandArgs) -> Result<()> {
     use vlad_detect::vand::VandConfig;
     use vlad_detect::vand::train::{TrainOptions as VandTrainOptions, VandMethod, train as vand_train};
     let started = Instant::now();
-    let TrainingSet { index, split, samples, validation } = training_samples(&args.data, args.val_data.as_deref(), args.val_classes.as_deref())?;
+    let TrainingSet { index, split, samples, validation } = training_samples(&args.data, &args.run)?;
     let device = args.model.device()?;
     let mut clip = args.model.load(&device)?;
     if !args.keep_activation {
@@ -701,7 +690,7 @@ fn train_vand(args: TrainVandArgs) -> Result<()> {
         aug_rate: args.aug_rate,
         seed: args.seed,
         save_every: args.save_every,
-        max_steps_per_epoch: args.max_steps,
+        max_steps_per_epoch: args.run.max_steps,
         ..VandTrainOptions::official(config)
     };
     let anomalous = samples.iter().filter(|s| s.label == Label::Anomalous).count();
@@ -717,7 +706,7 @@ fn train_vand(args: TrainVandArgs) -> Result<()> {
     );
     let mut progress = EpochProgress { bar: None };
     let method = VandMethod::new(&clip, options.config.clone())?;
-    let summary = vand_train(&method, &index, split, &samples, validation.as_deref(), &options, &args.data.out, args.force, &mut progress)?;
+    let summary = vand_train(&method, &index, split, &samples, validation.as_deref(), &options, &args.data.out, args.run.force, &mut progress)?;
     finish_run(&mut progress, &summary, &args.data.out, started, &format!("vand --vand-image-size {}", options.config.image_size))
 }
 
@@ -760,19 +749,8 @@ pub struct TrainClipAdArgs {
     /// Shuffle the samples every epoch (the official run does not).
     #[arg(long)]
     pub shuffle: bool,
-    /// Stop each epoch after this many steps (quick experiments).
-    #[arg(long)]
-    pub max_steps: Option<usize>,
-    /// Validate before training and after every epoch on this dataset's test split (the official
-    /// run validates on the *target* dataset, which leaks it; any held-out set works).
-    #[arg(long)]
-    pub val_data: Option<PathBuf>,
-    /// Classes of the validation dataset (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub val_classes: Option<Vec<String>>,
-    /// Replace checkpoints already in `--out`.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 fn train_clip_ad(args: TrainClipAdArgs) -> Result<()> {
@@ -780,7 +758,7 @@ fn train_clip_ad(args: TrainClipAdArgs) -> Result<()> {
     use vlad_detect::clip_ad::train::{ClipAdMethod, official_options};
     use vlad_detect::vand::train::train as train_layers;
     let started = Instant::now();
-    let TrainingSet { index, split, samples, validation } = training_samples(&args.data, args.val_data.as_deref(), args.val_classes.as_deref())?;
+    let TrainingSet { index, split, samples, validation } = training_samples(&args.data, &args.run)?;
     let device = args.model.device()?;
     let clip = args.model.load(&device)?;
     let mut config = ClipAdConfig {
@@ -798,7 +776,7 @@ fn train_clip_ad(args: TrainClipAdArgs) -> Result<()> {
         batch_size: args.batch_size,
         seed: args.seed,
         shuffle: args.shuffle,
-        max_steps_per_epoch: args.max_steps,
+        max_steps_per_epoch: args.run.max_steps,
         ..official_options(&config, &clip.config)
     };
     eprintln!(
@@ -812,7 +790,7 @@ fn train_clip_ad(args: TrainClipAdArgs) -> Result<()> {
     );
     let method = ClipAdMethod::new(&clip, config)?;
     let mut progress = EpochProgress { bar: None };
-    let summary = train_layers(&method, &index, split, &samples, validation.as_deref(), &options, &args.data.out, args.force, &mut progress)?;
+    let summary = train_layers(&method, &index, split, &samples, validation.as_deref(), &options, &args.data.out, args.run.force, &mut progress)?;
     finish_run(&mut progress, &summary, &args.data.out, started, "clip-ad-plus")
 }
 
@@ -845,25 +823,15 @@ pub struct TrainAnomalyClipArgs {
     /// DPAM taps (default: the last block, as the released models).
     #[arg(long)]
     pub taps: Option<String>,
-    /// Stop each epoch after this many steps (quick experiments).
-    #[arg(long)]
-    pub max_steps: Option<usize>,
-    /// Validate before training and after every epoch on this dataset's test split.
-    #[arg(long)]
-    pub val_data: Option<PathBuf>,
-    /// Classes of the validation dataset (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub val_classes: Option<Vec<String>>,
-    /// Replace checkpoints already in `--out`.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 fn train_anomaly_clip(args: TrainAnomalyClipArgs) -> Result<()> {
     use vlad_detect::anomaly_clip::AnomalyClipConfig;
     use vlad_detect::anomaly_clip::train::{TrainOptions as AcTrainOptions, train as ac_train};
     let started = Instant::now();
-    let TrainingSet { index, samples, validation, .. } = training_samples(&args.data, args.val_data.as_deref(), args.val_classes.as_deref())?;
+    let TrainingSet { index, samples, validation, .. } = training_samples(&args.data, &args.run)?;
     let device = args.model.device()?;
     let mut clip = args.model.load(&device)?;
     clip.visual.pos_resize = PosEmbedResize::Bilinear;
@@ -874,7 +842,7 @@ fn train_anomaly_clip(args: TrainAnomalyClipArgs) -> Result<()> {
     if let Some(taps) = &args.taps {
         config.taps = parse_list(taps, "--taps")?;
     }
-    let options = AcTrainOptions { epochs: args.epochs, lr: args.lr, batch_size: args.batch_size, seed: args.seed, max_steps_per_epoch: args.max_steps, ..AcTrainOptions::official(config) };
+    let options = AcTrainOptions { epochs: args.epochs, lr: args.lr, batch_size: args.batch_size, seed: args.seed, max_steps_per_epoch: args.run.max_steps, ..AcTrainOptions::official(config) };
     eprintln!(
         "training AnomalyCLIP's prompts on {} images of {} class(es) from {}, input {}, DPAM taps {:?} from block {}, backbone {}",
         samples.len(),
@@ -886,7 +854,7 @@ fn train_anomaly_clip(args: TrainAnomalyClipArgs) -> Result<()> {
         clip.config.name
     );
     let mut progress = EpochProgress { bar: None };
-    let summary = ac_train(&clip, &samples, validation.as_deref(), &options, &args.data.out, args.force, &mut progress)?;
+    let summary = ac_train(&clip, &samples, validation.as_deref(), &options, &args.data.out, args.run.force, &mut progress)?;
     finish_run(&mut progress, &summary, &args.data.out, started, "anomaly-clip")
 }
 
@@ -898,8 +866,27 @@ struct TrainingSet {
     validation: Option<Vec<Sample>>,
 }
 
+/// What the epoch-based trainers (VAND, CLIP-AD SDP+, AnomalyCLIP) share on the command line.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Stop each epoch after this many steps (quick experiments).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Validate before training and after every epoch on this dataset's test split (the official
+    /// CLIP-AD run validates on the *target* dataset, which leaks it; any held-out set works).
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
+    /// Classes of the validation dataset (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub val_classes: Option<Vec<String>>,
+    /// Replace checkpoints already in `--out`.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// The training samples of `data`'s split and the validation samples, if a validation set is given.
-fn training_samples(data: &TrainData, val_data: Option<&Path>, val_classes: Option<&[String]>) -> Result<TrainingSet> {
+fn training_samples(data: &TrainData, run: &RunArgs) -> Result<TrainingSet> {
+    let (val_data, val_classes) = (run.val_data.as_deref(), run.val_classes.as_deref());
     let index = data.open()?;
     let split = data.split()?;
     let samples: Vec<Sample> = index.split(split).cloned().collect();

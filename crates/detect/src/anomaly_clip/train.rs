@@ -4,8 +4,7 @@
 //! 111, shuffled; only the contexts and deep prompts learn (gradients go through the frozen text
 //! tower); the auxiliary dataset's test split. Data loading, the observer and the validation are
 //! VAND's ([`crate::vand::train`]).
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use burn::module::{Module, Param, ParamId};
@@ -18,7 +17,7 @@ use vlad_data::{Sample, SeededRng};
 use super::{AnomalyClip, AnomalyClipConfig, AnomalyClipOptions, PromptFrame, PromptLearner, TEMPERATURE, checkpoint, image_features, patch_probabilities, text_features, upsampled};
 use crate::DetectError;
 use crate::aa_clip::train::{cross_entropy, seg_loss};
-use crate::vand::train::{EpochRecord, TrainObserver, TrainSummary, load_batch, validate};
+use crate::vand::train::{EpochRecord, RunFiles, TrainObserver, TrainSummary, load_batch, steps_per_epoch, validate};
 
 /// Weight of the local (map) loss (`lam = 4`).
 pub const LOCAL_WEIGHT: f64 = 4.0;
@@ -117,12 +116,8 @@ pub fn train(clip: &ClipModel, samples: &[Sample], validation: Option<&[Sample]>
     if samples.is_empty() || options.epochs == 0 || options.batch_size == 0 {
         return Err(DetectError::Invalid("AnomalyCLIP training: needs samples, at least one epoch and a batch size ≥ 1".into()));
     }
-    let io = |e: std::io::Error, p: &Path| DetectError::Invalid(format!("{}: {e}", p.display()));
-    std::fs::create_dir_all(out).map_err(|e| io(e, out))?;
-    let planned: Vec<PathBuf> = (1..=options.epochs).map(|e| out.join(format!("epoch_{e}.safetensors"))).collect();
-    if !overwrite && let Some(existing) = planned.iter().find(|p| p.exists()) {
-        return Err(DetectError::Invalid(format!("{} already exists (choose another output directory or allow overwriting)", existing.display())));
-    }
+    let mut files = RunFiles::create(out, options.epochs, overwrite)?;
+    let planned = files.checkpoints.clone();
     let device = clip.visual.proj.device();
     let tokenizer = vlad_clip::ClipTokenizer::openai()?;
     let frame = PromptFrame::from_backbone(clip, &tokenizer, options.config.n_ctx)?;
@@ -139,11 +134,8 @@ pub fn train(clip: &ClipModel, samples: &[Sample], validation: Option<&[Sample]>
     }
     let mut learner = trainable(initial, &device);
     let mut optimizer = AdamConfig::new().with_beta_1(options.betas.0).with_beta_2(options.betas.1).with_epsilon(1e-8).init();
-    let steps_per_epoch = samples.len().div_ceil(options.batch_size);
-    let steps_per_epoch = options.max_steps_per_epoch.map_or(steps_per_epoch, |m| m.min(steps_per_epoch));
+    let steps_per_epoch = steps_per_epoch(samples.len(), options.batch_size, options.max_steps_per_epoch);
     observer.on_start(options.epochs, steps_per_epoch);
-    let log_path = out.join("metrics.jsonl");
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| io(e, &log_path))?;
     let mut records = Vec::new();
     for epoch in 1..=options.epochs {
         let started = Instant::now();
@@ -182,7 +174,7 @@ pub fn train(clip: &ClipModel, samples: &[Sample], validation: Option<&[Sample]>
             validation,
             checkpoint: Some(planned[epoch - 1].clone()),
         };
-        writeln!(log, "{}", serde_json::to_string(&record).expect("record serialises")).map_err(|e| io(e, &log_path))?;
+        files.record(&record)?;
         observer.on_epoch(&record);
         records.push(record);
     }

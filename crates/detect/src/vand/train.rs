@@ -383,6 +383,41 @@ pub struct TrainSummary {
     pub untrained: Option<Validation>,
 }
 
+/// The files of a training run in `out`: one `epoch_N.safetensors` per epoch (refused when one
+/// exists, unless overwriting is allowed) and `metrics.jsonl`, appended one record per epoch.
+pub struct RunFiles {
+    /// The checkpoint of each epoch (index 0: epoch 1).
+    pub checkpoints: Vec<PathBuf>,
+    log: std::fs::File,
+    log_path: PathBuf,
+}
+
+impl RunFiles {
+    /// Creates `out` and opens the log.
+    pub fn create(out: &Path, epochs: usize, overwrite: bool) -> Result<Self, DetectError> {
+        let io = |e: std::io::Error, p: &Path| DetectError::Invalid(format!("{}: {e}", p.display()));
+        std::fs::create_dir_all(out).map_err(|e| io(e, out))?;
+        let checkpoints: Vec<PathBuf> = (1..=epochs).map(|e| out.join(format!("epoch_{e}.safetensors"))).collect();
+        if !overwrite && let Some(existing) = checkpoints.iter().find(|p| p.exists()) {
+            return Err(DetectError::Invalid(format!("{} already exists (choose another output directory or allow overwriting)", existing.display())));
+        }
+        let log_path = out.join("metrics.jsonl");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| io(e, &log_path))?;
+        Ok(Self { checkpoints, log, log_path })
+    }
+
+    /// Appends an epoch's record to `metrics.jsonl`.
+    pub fn record(&mut self, record: &EpochRecord) -> Result<(), DetectError> {
+        writeln!(self.log, "{}", serde_json::to_string(record).expect("record serialises")).map_err(|e| DetectError::Invalid(format!("{}: {e}", self.log_path.display())))
+    }
+}
+
+/// Batches per epoch for `n` samples, at most `cap`.
+pub fn steps_per_epoch(n: usize, batch_size: usize, cap: Option<usize>) -> usize {
+    let all = n.div_ceil(batch_size.max(1));
+    cap.map_or(all, |m| m.min(all))
+}
+
 /// Trains freshly initialised layers for `method` on `samples` (of `index`, which the mosaic draws
 /// from), writing `epoch_N.safetensors` and `metrics.jsonl` into `out` (refusing to overwrite a
 /// checkpoint unless `overwrite`).
@@ -402,12 +437,8 @@ pub fn train(
     if samples.is_empty() {
         return Err(DetectError::Invalid(format!("{} training: no samples", method.name())));
     }
-    let io = |e: std::io::Error, p: &Path| DetectError::Invalid(format!("{}: {e}", p.display()));
-    std::fs::create_dir_all(out).map_err(|e| io(e, out))?;
-    let planned: Vec<PathBuf> = (1..=options.epochs).map(|e| out.join(format!("epoch_{e}.safetensors"))).collect();
-    if !overwrite && let Some(existing) = planned.iter().find(|p| p.exists()) {
-        return Err(DetectError::Invalid(format!("{} already exists (choose another output directory or allow overwriting)", existing.display())));
-    }
+    let mut files = RunFiles::create(out, options.epochs, overwrite)?;
+    let planned = files.checkpoints.clone();
     let device = method.device();
     let name = method.name();
     let prototypes = class_prototypes(method, samples)?;
@@ -421,11 +452,8 @@ pub fn train(
     }
     let mut layers = trainable(initial, &device);
     let mut optimizer = AdamConfig::new().with_beta_1(options.betas.0).with_beta_2(options.betas.1).with_epsilon(1e-8).init();
-    let steps_per_epoch = samples.len().div_ceil(options.batch_size);
-    let steps_per_epoch = options.max_steps_per_epoch.map_or(steps_per_epoch, |m| m.min(steps_per_epoch));
+    let steps_per_epoch = steps_per_epoch(samples.len(), options.batch_size, options.max_steps_per_epoch);
     observer.on_start(options.epochs, steps_per_epoch);
-    let log_path = out.join("metrics.jsonl");
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| io(e, &log_path))?;
     let mut records = Vec::new();
     let mut last = planned[0].clone();
     for epoch in 1..=options.epochs {
@@ -477,7 +505,7 @@ pub fn train(
             validation,
             checkpoint,
         };
-        writeln!(log, "{}", serde_json::to_string(&record).expect("record serialises")).map_err(|e| io(e, &log_path))?;
+        files.record(&record)?;
         observer.on_epoch(&record);
         records.push(record);
     }
