@@ -10,7 +10,7 @@ mod common;
 mod linear_common;
 
 use burn::module::Module;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use common::{assert_close, device, values};
 use linear_common::{hash_backbone, json, npy, test_samples};
 use vlad_clip::weights::WeightFile;
@@ -63,10 +63,8 @@ fn one_training_step_matches_train_py() {
     let refs: Vec<&vlad_data::Sample> = samples.iter().collect();
     let (pixels, masks, _) = load_batch(&refs, 28, &vec![None; 4], &device()).unwrap();
     let labels: Vec<usize> = samples.iter().map(|s| s.label.as_int() as usize).collect();
-    let tokenizer = vlad_clip::ClipTokenizer::openai().unwrap();
     let file = checkpoint::open(&linear_common::fixture(DIR, "prompt_learner.pth")).unwrap();
     let frame = checkpoint::load_weight_file(&file, &clip.model().config, &device()).unwrap().frame.unwrap();
-    let _ = tokenizer;
     let learner = trainable(clip.learner().clone(), &device());
     let (total, image, local) = batch_loss(clip.model(), &learner, &frame, clip.config(), pixels, masks, &labels).unwrap();
     let (image_v, local_v) = (values(image)[0] as f64, 4.0 * values(local)[0] as f64);
@@ -114,5 +112,4 @@ fn our_checkpoints_round_trip_and_bad_files_are_named() {
     let none = WeightFile::from_bytes(vlad_detect::checkpoint_io::safetensors_bytes(&[("fc.0.bias".into(), vec![2], vec![0.0; 2])], &Default::default()).unwrap(), "vand.safetensors").unwrap();
     let e = checkpoint::load_weight_file(&none, &clip.model().config, &device()).err().map(|e| e.to_string()).unwrap();
     assert!(e.contains("vand.safetensors") && e.contains("ctx_pos"), "{e}");
-    let _ = TensorData::new(vec![0f32], [1]);
 }
