@@ -109,6 +109,19 @@ export const DETECTORS = [
       { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },
     ],
   },
+  {
+    id: 'ada-clip',
+    checkpoint: true,
+    references: 'calibration',
+    noteEn: 'AdaCLIP (ECCV 2024): hybrid prompts on both towers — learned static prompts plus dynamic ones made from each image (5 tokens appended to the image sequence in blocks 1–4, text rows 1–5 overwritten in blocks 2–4) — and HSF, which clusters the 100 most anomalous patches with k-means (seeded as the official single-image run) into the image score. Needs its checkpoint (a released pretrained_*.pth, or the safetensors file vlad train ada-clip writes).',
+    noteKo: 'AdaCLIP (ECCV 2024): 두 인코더 모두에 하이브리드 프롬프트 — 학습된 정적 프롬프트와 각 이미지에서 만든 동적 프롬프트(블록 1–4에서 이미지 시퀀스에 5개 토큰을 덧붙이고, 블록 2–4에서 텍스트 1–5번 행을 덮어씀) — 와, 가장 이상한 패치 100개를 k-평균(공식 단일 이미지 실행처럼 시드 고정)으로 묶어 이미지 점수를 만드는 HSF를 씁니다. 체크포인트(공개된 pretrained_*.pth 또는 vlad train ada-clip이 쓰는 safetensors)가 필요합니다.',
+    options: [
+      { key: 'sigma', type: 'number', labelEn: 'Gaussian σ (0 = none)', labelKo: '가우시안 σ (0 = 없음)', min: 0, max: 32, step: 1, value: 4 },
+      { key: 'no_hsf', type: 'select', labelEn: 'Image score', labelKo: '이미지 점수', value: 'false',
+        choices: [['false', 'adaclip.hsf'], ['true', 'adaclip.cls']] },
+      { key: 'image_size', type: 'number', labelEn: 'Input size (px)', labelKo: '입력 크기 (px)', min: 8, max: 1024, step: 1, value: '' },
+    ],
+  },
 ];
 
 /** Detector names the loaded engine implements. */

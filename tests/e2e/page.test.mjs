@@ -337,6 +337,7 @@ async function checkMore(page, mode) {
   await checkAaClip(page, mode);
   await checkClipAd(page, mode);
   await checkVand(page, mode);
+  await checkAdaClip(page, mode);
 
   // Every control has a label.
   const unlabelled = await page.evaluate(() => [...document.querySelectorAll('input, select, button, textarea')]
@@ -427,6 +428,45 @@ async function checkVand(page, mode) {
   const r = await firstResult(page, 'VAND');
   console.log(`  [${mode}] ${ckptStatus.trim()} ${status.trim()} score ${r.score}, map ${r.mapMin} … ${r.mapMax} (${Date.now() - t0} ms from choosing it)`);
   await mkdirAndShoot(page, `vand-${mode}.png`);
+}
+
+/**
+ * AdaCLIP in the page: the checkpoint field takes the 34 tensors of the tiny backbone (text width
+ * 16, embedding 32, vision width 64, 2 text blocks → prompting depth 2) under the official
+ * `clip_model.` names; at 48 px (36 patches, enough for HSF's 20 clusters) a map and an HSF score,
+ * with the k-means run on the page's CPU engine.
+ */
+async function checkAdaClip(page, mode) {
+  const t0 = Date.now();
+  const before = await page.locator('#detector-status').textContent();
+  await page.locator('input[name="detector"][value="ada-clip"]').check();
+  await page.waitForFunction((old) => {
+    const el = document.querySelector('#detector-status');
+    return el.textContent !== old && el.dataset.state === 'error';
+  }, before, { timeout: STEP_TIMEOUT_MS });
+  const noCheckpoint = await page.locator('#detector-status').textContent();
+  assert.match(noCheckpoint, /checkpoint/, noCheckpoint);
+  await page.locator('#opt-ada-clip-image_size').fill('48');
+  const p = 'clip_model.';
+  const linear = (name, o, i) => [[`${p}${name}.weight`, [o, i]], [`${p}${name}.bias`, [o]]];
+  const tensors = [
+    ...[0, 1].map((i) => [`${p}text_prompter.static_prompts.${i}`, [5, 16]]),
+    ...[0, 1].map((i) => [`${p}visual_prompter.static_prompts.${i}`, [5, 64]]),
+    ...[0, 1, 2, 3].flatMap((i) => linear(`patch_token_layer.head.${i}`, 32, 64)),
+    ...linear('cls_token_layer.head.0', 32, 32),
+    ...[0, 1, 2, 3, 4].flatMap((i) => linear(`dynamic_visual_prompt_generator.head.${i}`, 64, 32)),
+    ...[0, 1, 2, 3, 4].flatMap((i) => linear(`dynamic_text_prompt_generator.head.${i}`, 16, 32)),
+  ];
+  await page.locator('#ckpt-ada-clip-file').setInputFiles({ name: 'ada_clip_tiny.safetensors', mimeType: 'application/octet-stream', buffer: safetensors(tensors, 13n) });
+  await page.waitForSelector('#ckpt-ada-clip-status[data-state="ready"], #ckpt-ada-clip-status[data-state="error"]', { timeout: STEP_TIMEOUT_MS });
+  const ckptStatus = await page.locator('#ckpt-ada-clip-status').textContent();
+  assert.equal(await page.locator('#ckpt-ada-clip-status').getAttribute('data-state'), 'ready', ckptStatus);
+  await page.locator('#opt-ada-clip-image_size').dispatchEvent('change');
+  const status = await waitReady(page, '#detector-status', 'AdaCLIP setup', noCheckpoint);
+  assert.match(status, /AdaCLIP/, status);
+  const r = await firstResult(page, 'AdaCLIP');
+  console.log(`  [${mode}] ${ckptStatus.trim()} ${status.trim()} score ${r.score}, map ${r.mapMin} … ${r.mapMax} (${Date.now() - t0} ms from choosing it)`);
+  await mkdirAndShoot(page, `ada-clip-${mode}.png`);
 }
 
 /** safetensors bytes of f32 `tensors` ([name, shape]) with pseudo-random values from `seed`. */

@@ -12,20 +12,21 @@ use vlad_clip::{Activation, ClipConfig, ClipModel, ClipTokenizer, PosEmbedResize
 use vlad_detect::aa_clip::{AaClip, AaClipConfig, AaClipOptions};
 use vlad_detect::bayes_pfl::{BayesPfl, BayesPflOptions, NoiseMode, StageChoice};
 use vlad_detect::calibration::ScoreCalibration;
+use vlad_detect::ada_clip::{AdaClip, AdaClipOptions};
 use vlad_detect::anomaly_clip::{AnomalyClip, AnomalyClipOptions};
 use vlad_detect::clip_ad::{ClipAd, ClipAdConfig, ClipAdOptions, Rvs};
 use vlad_detect::vand::{Vand, VandOptions};
 use vlad_detect::winclip::{WinClip, WinClipConfig};
 use vlad_detect::zero_shot::{ZeroShotClip, ZeroShotConfig, ZeroShotPrompts};
-use vlad_detect::{DetectError, Detection, Detector};
+use vlad_detect::{DetectError, Detection, Detector, Staged};
 use wasm_bindgen::prelude::*;
 use web_time::Instant;
 
 /// What [`Engine::set_detector`] accepts.
-const DETECTORS: &[&str] = &["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand", "clip-ad", "clip-ad-plus", "anomaly-clip"];
+const DETECTORS: &[&str] = &["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand", "clip-ad", "clip-ad-plus", "anomaly-clip", "ada-clip"];
 
 /// Detectors that need trained weights of their own ([`Engine::add_checkpoint`]).
-const NEEDS_CHECKPOINT: &[&str] = &["aa-clip", "bayes-pfl", "vand", "clip-ad-plus", "anomaly-clip"];
+const NEEDS_CHECKPOINT: &[&str] = &["aa-clip", "bayes-pfl", "vand", "clip-ad-plus", "anomaly-clip", "ada-clip"];
 
 #[wasm_bindgen(start)]
 fn start() {
@@ -34,6 +35,27 @@ fn start() {
 
 fn js_err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
+}
+
+/// `detect` with every mid-way read-back awaited (AdaCLIP's k-means reads tokens back, which
+/// WebGPU can only do asynchronously).
+pub async fn detect_async(detector: &dyn Detector, x: Tensor<4>) -> Result<Detection, JsError> {
+    let Some(staged) = detector.host_staged() else {
+        return detector.detect(x).map_err(js_err);
+    };
+    let mut step = staged.stage_start(x).map_err(js_err)?;
+    loop {
+        match step {
+            Staged::Done(detection) => return Ok(detection),
+            Staged::Read { tensors, state } => {
+                let mut host = Vec::with_capacity(tensors.len());
+                for t in tensors {
+                    host.push(read_f32(t).await?);
+                }
+                step = staged.stage_continue(state, host).map_err(js_err)?;
+            }
+        }
+    }
 }
 
 async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, JsError> {
@@ -290,6 +312,21 @@ impl Engine {
                 let options = AnomalyClipOptions { image_size: options["image_size"].as_u64().map(|v| v as usize), ..Default::default() };
                 Box::new(AnomalyClip::from_weights(model, weights, options).map_err(js_err)?)
             }
+            "ada-clip" => {
+                let files = self.checkpoint_files(name)?;
+                let mut weights = vlad_detect::ada_clip::checkpoint::load_weight_file(&files[0], &model.config, &self.device).map_err(js_err)?;
+                match &options["sigma"] {
+                    serde_json::Value::Null => {}
+                    v => weights.config.sigma = v.as_f64().map(|s| if s == 0.0 { None } else { Some(s) }).ok_or_else(|| js_err("sigma must be a number (0 = no smoothing)"))?,
+                }
+                let options = AdaClipOptions {
+                    image_size: options["image_size"].as_u64().map(|v| v as usize),
+                    // The page's select sends "true"/"false".
+                    no_hsf: options["no_hsf"].as_bool().unwrap_or(options["no_hsf"].as_str() == Some("true")),
+                    ..Default::default()
+                };
+                Box::new(AdaClip::from_weights(model, weights, options).map_err(js_err)?)
+            }
             "vand" => {
                 let files = self.checkpoint_files(name)?;
                 let weights = vlad_detect::vand::checkpoint::load_weight_file(&files[0], &model.config, None, &self.device).map_err(js_err)?;
@@ -395,7 +432,7 @@ impl Engine {
                     let detector = self.detector.as_mut().expect("checked above");
                     detector.fit_reference(pre.batch(&rest, &self.device).map_err(js_err)?).map_err(js_err)?;
                     let x = pre.batch(std::slice::from_ref(&self.references[held_out]), &self.device).map_err(js_err)?;
-                    scores.extend(read_f32(detector.detect(x).map_err(js_err)?.image_score).await?);
+                    scores.extend(read_f32(detect_async(detector.as_ref(), x).await?.image_score).await?);
                 }
                 let detector = self.detector.as_mut().expect("checked above");
                 detector.fit_reference(pre.batch(&self.references, &self.device).map_err(js_err)?).map_err(js_err)?;
@@ -403,7 +440,7 @@ impl Engine {
         } else {
             let x = pre.batch(&self.references, &self.device).map_err(js_err)?;
             let detector = self.detector.as_ref().expect("checked above");
-            scores = read_f32(detector.detect(x).map_err(js_err)?.image_score).await?;
+            scores = read_f32(detect_async(detector.as_ref(), x).await?.image_score).await?;
         }
         self.calibration = ScoreCalibration::from_normal(&scores);
         Ok(k)
@@ -418,7 +455,7 @@ impl Engine {
         timings.insert("preprocess", t0.elapsed().as_secs_f64() * 1e3);
         let t1 = Instant::now();
         let detector = self.detector.as_ref().ok_or_else(|| js_err("choose a detector first"))?;
-        let Detection { image_score, map, .. } = detector.detect(x).map_err(js_err)?;
+        let Detection { image_score, map, .. } = detect_async(detector.as_ref(), x).await?;
         let [_, size, _] = map.dims();
         let grid = detector.grid();
         timings.insert("submit", t1.elapsed().as_secs_f64() * 1e3);

@@ -159,6 +159,16 @@ async fn anomaly_clip_parity_on_webgpu() {
 }
 
 #[wasm_bindgen_test]
+async fn ada_clip_parity_on_the_cpu() {
+    detectors::ada_clip(&Device::flex(), "cpu").await;
+}
+
+#[wasm_bindgen_test]
+async fn ada_clip_parity_on_webgpu() {
+    detectors::ada_clip(&gpu().await, "webgpu").await;
+}
+
+#[wasm_bindgen_test]
 async fn aa_clip_parity_on_the_cpu() {
     detectors::aa_clip(&Device::flex(), "cpu").await;
 }
@@ -245,6 +255,14 @@ fn anomaly_clip_checkpoint(clip: &ClipConfig) -> Vec<u8> {
     safetensors_bytes(&tensors, &BTreeMap::new()).unwrap()
 }
 
+/// Freshly initialised AdaCLIP tensors for `clip` (the released depth 4 / length 5, or fewer
+/// blocks), as our safetensors.
+fn ada_clip_checkpoint(clip: &ClipConfig) -> Vec<u8> {
+    use vlad_detect::ada_clip::{AdaClipConfig, AdaClipLearned, checkpoint};
+    let config = AdaClipConfig::for_backbone(clip);
+    checkpoint::to_bytes(&AdaClipLearned::new(&config, clip, &Device::flex()), &config).unwrap()
+}
+
 /// A freshly initialised Bayes-PFL head (3 flows, 4 RCA layers) for `clip`, as vlad's burnpack.
 fn bayes_pfl_checkpoint(clip: &ClipConfig) -> Vec<u8> {
     let device = Device::flex();
@@ -319,7 +337,7 @@ async fn engine_runs_the_trained_detectors_from_checkpoint_bytes() {
     let config = ClipConfig::from_json(include_str!("../../tests/fixtures/bayes_pfl/tiny_config.json")).unwrap();
     engine.set_class("bottle").unwrap();
     let detectors: Vec<String> = serde_json::from_str(&vlad_web::Engine::detectors()).unwrap();
-    for name in ["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand", "clip-ad", "clip-ad-plus", "anomaly-clip"] {
+    for name in ["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand", "clip-ad", "clip-ad-plus", "anomaly-clip", "ada-clip"] {
         assert!(detectors.iter().any(|d| d == name), "{detectors:?}");
     }
 
@@ -336,6 +354,7 @@ async fn engine_runs_the_trained_detectors_from_checkpoint_bytes() {
         ("vand", vand_checkpoint(&config), r#"{"image_size": 48}"#),
         ("clip-ad-plus", vand_checkpoint(&config), r#"{"image_size": 48, "rvs": "mean"}"#),
         ("anomaly-clip", anomaly_clip_checkpoint(&config), r#"{"image_size": 48}"#),
+        ("ada-clip", ada_clip_checkpoint(&config), r#"{"image_size": 48}"#),
     ] {
         let tensors = engine.add_checkpoint(name, bytes, name).unwrap();
         assert!(tensors >= 3, "{name}: {tensors} tensors");

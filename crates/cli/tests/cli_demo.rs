@@ -27,7 +27,7 @@ fn demo_runs_end_to_end_on_the_random_backbone() {
     assert!(run.status.success(), "demo failed:\n{stderr}");
     assert!(stderr.contains("NO PRETRAINED WEIGHTS"), "the random backbone must be announced loudly:\n{stderr}");
     assert!(stdout.contains("Random tiny backbone"), "{stdout}");
-    for detector in ["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand", "clip-ad", "clip-ad-plus", "anomaly-clip"] {
+    for detector in ["zero-shot", "winclip", "aa-clip", "bayes-pfl", "vand", "clip-ad", "clip-ad-plus", "anomaly-clip", "ada-clip"] {
         let row = stdout.lines().find(|l| l.starts_with(&format!("| {detector} |"))).unwrap_or_else(|| panic!("no table row for {detector}:\n{stdout}"));
         let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
         assert_eq!(cells.len(), 8, "{row}");
@@ -45,8 +45,9 @@ fn demo_runs_end_to_end_on_the_random_backbone() {
     assert!(out.join("runs/vand/epoch_1.safetensors").is_file());
     assert!(out.join("runs/clip-ad/epoch_1.safetensors").is_file());
     assert!(out.join("runs/anomaly-clip/epoch_1.safetensors").is_file());
+    assert!(out.join("runs/ada-clip/epoch_1.safetensors").is_file());
     let montage = image::open(out.join("overlays.png")).unwrap();
-    assert!(montage.width() > 192 * 9 && montage.height() > 192 * 2, "montage {}×{}", montage.width(), montage.height());
+    assert!(montage.width() > 192 * 10 && montage.height() > 192 * 2, "montage {}×{}", montage.width(), montage.height());
     assert!(out.join("results.md").is_file());
 
     // Bayes-PFL's official stage rule (validation-driven) on the demo's data and backbone.

@@ -21,7 +21,7 @@ pub use config::{Activation, ClipConfig};
 pub use model::ClipModel;
 pub use posembed::PosEmbedResize;
 pub use tokenizer::ClipTokenizer;
-pub use vision::{BlockHook, VisionForward, VisionOutput, VvAttention};
+pub use vision::{BlockHook, VisionForward, VisionOutput, VisualPrompts, VvAttention};
 
 /// Errors of the backbone crate; each names what is wrong and where.
 #[derive(Debug, thiserror::Error)]

@@ -47,6 +47,29 @@ pub struct VisionForward<'a> {
     pub vv: Option<VvAttention>,
     /// Optional per-block module.
     pub hook: Option<&'a dyn BlockHook>,
+    /// Optional prompt tokens appended after the patch tokens (AdaCLIP's visual prompts).
+    pub prompts: Option<&'a VisualPrompts>,
+}
+
+/// Prompt tokens appended to the image sequence (AdaCLIP's `PromptLayer.forward_visual`): before
+/// the first listed block the tokens are **appended** after the patch tokens; before each later
+/// listed block they **replace** the appended tokens; other blocks carry them unchanged. Taps and
+/// the final stream are returned without them (`tokens = x[:-length]`).
+pub struct VisualPrompts {
+    /// `(0-based block index, tokens [B, n, D])`, in block order, every entry with the same `n`.
+    pub layers: Vec<(usize, Tensor<3>)>,
+}
+
+impl VisualPrompts {
+    /// The number of appended tokens (0 without entries).
+    pub fn len(&self) -> usize {
+        self.layers.first().map_or(0, |(_, t)| t.dims()[1])
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
 }
 
 /// Result of a vision forward.
@@ -55,6 +78,12 @@ pub struct VisionOutput {
     pub taps: Vec<Tensor<3>>,
     /// Final residual stream of the ordinary path `[B, 1 + G², D]` (before `ln_post`).
     pub last: Tensor<3>,
+}
+
+/// The first `t` tokens of `[B, T, D]`.
+fn drop_appended(x: Tensor<3>, t: usize) -> Tensor<3> {
+    let [b, _, d] = x.dims();
+    x.slice([0..b, 0..t, 0..d])
 }
 
 /// The ViT image tower.
@@ -157,8 +186,20 @@ impl VisionTransformer {
         let mut x = self.ln_pre.forward(tokens);
         let mut dual: Option<Tensor<3>> = None;
         let mut taps: Vec<Option<Tensor<3>>> = vec![None; options.taps.len()];
+        let [_, t_image, _] = x.dims();
+        let mut appended = 0;
         for (index, block) in self.resblocks.iter().enumerate() {
             let number = index + 1;
+            if let Some(prompts) = options.prompts {
+                for (layer, tokens) in &prompts.layers {
+                    if *layer == index {
+                        let [b, _, d] = x.dims();
+                        let kept = x.slice([0..b, 0..t_image, 0..d]);
+                        appended = tokens.dims()[1];
+                        x = Tensor::cat(vec![kept, tokens.clone()], 1);
+                    }
+                }
+            }
             match options.vv {
                 Some(VvAttention::Dual { from_block }) if number >= from_block => {
                     let x_d = dual.take().unwrap_or_else(|| x.clone());
@@ -182,9 +223,13 @@ impl VisionTransformer {
             }
             for (slot, &tap) in taps.iter_mut().zip(options.taps) {
                 if tap == number {
-                    *slot = Some(dual.clone().unwrap_or_else(|| x.clone()));
+                    let stream = dual.clone().unwrap_or_else(|| x.clone());
+                    *slot = Some(if appended > 0 { drop_appended(stream, t_image) } else { stream });
                 }
             }
+        }
+        if appended > 0 {
+            x = drop_appended(x, t_image);
         }
         let taps = taps
             .into_iter()

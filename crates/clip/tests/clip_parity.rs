@@ -74,13 +74,13 @@ fn vv_attention_variants_match_reference() {
         let x = npy_tensor::<4>("x32.npy", &device);
         let out = model
             .visual
-            .forward(x, VisionForward { taps: &[2, 3, 4], vv: Some(VvAttention::Dual { from_block: 2 }), hook: None })
+            .forward(x, VisionForward { taps: &[2, 3, 4], vv: Some(VvAttention::Dual { from_block: 2 }), hook: None, prompts: None })
             .unwrap();
         assert_parity(&format!("{tag} DPAM dual-stream taps"), &values(Tensor::cat(out.taps, 0)), &npy(&format!("{tag}_dpam_taps.npy")).1);
         for (quirk, file) in [(true, "vv_replace_quirk_taps"), (false, "vv_replace_taps")] {
             let pair = npy_tensor::<4>("x32_pair.npy", &device);
             let vv = VvAttention::Replace { from_block: 2, batch_axis_quirk: quirk };
-            let out = model.visual.forward(pair, VisionForward { taps: &[2, 3, 4], vv: Some(vv), hook: None }).unwrap();
+            let out = model.visual.forward(pair, VisionForward { taps: &[2, 3, 4], vv: Some(vv), hook: None, prompts: None }).unwrap();
             let taps: Vec<Tensor<4>> = out.taps.into_iter().map(|t| t.unsqueeze::<4>()).collect();
             assert_parity(&format!("{tag} {file}"), &values(Tensor::cat(taps, 0)), &npy(&format!("{tag}_{file}.npy")).1);
         }

@@ -265,4 +265,21 @@ fn mosaic_tiles_come_from_one_class_and_the_policy_pool() {
         err.to_string()
             .contains("no images of class \"a\" in the train split")
     );
+    // AdaCLIP: `random.sample(meta[cls], 4)` needs four distinct images of the class.
+    let err = choose_mosaic_tiles(&index, "a", Split::Test, MosaicPolicy::AdaClip, &mut rng)
+        .unwrap_err();
+    assert!(err.to_string().contains("4 distinct images") && err.to_string().contains("found 3"), "{err}");
+    let mut more = index.clone();
+    more.samples.extend([mk("a", "cut", 1), mk("a", "scratch", 0)]);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let tiles =
+            choose_mosaic_tiles(&more, "a", Split::Test, MosaicPolicy::AdaClip, &mut rng).unwrap();
+        let paths: std::collections::BTreeSet<_> = tiles.iter().map(|s| s.image_path.clone()).collect();
+        assert_eq!(paths.len(), 4, "four distinct images");
+        assert!(tiles.iter().all(|s| s.class_name == "a"));
+        seen.extend(paths);
+    }
+    // Normal images are drawn too (uniform over the class's five).
+    assert_eq!(seen.len(), 5);
 }

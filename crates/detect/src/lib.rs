@@ -11,6 +11,7 @@ use burn::tensor::{Device, Tensor};
 use vlad_clip::preprocess::Preprocess;
 
 pub mod aa_clip;
+pub mod ada_clip;
 pub mod anomaly_clip;
 pub mod baseline;
 pub mod bayes_pfl;
@@ -135,5 +136,50 @@ pub trait Detector {
     /// The official per-set fusion of the method (for table parity).
     fn set_fusion(&self) -> SetFusion {
         SetFusion::None
+    }
+
+    /// Detectors whose scoring reads values back to the host mid-way (AdaCLIP's k-means) expose
+    /// the steps here, so that a browser can await each read-back ([`HostStaged`]); `detect` runs
+    /// the same steps with synchronous reads.
+    fn host_staged(&self) -> Option<&dyn HostStaged> {
+        None
+    }
+}
+
+/// One step of a [`HostStaged`] scoring.
+pub enum Staged {
+    /// Read these tensors back and call [`HostStaged::stage_continue`] with their values and `state`.
+    Read {
+        /// The tensors, each flattened.
+        tensors: Vec<Tensor<1>>,
+        /// What the detector keeps between the steps.
+        state: Box<dyn std::any::Any>,
+    },
+    /// The result.
+    Done(Detection),
+}
+
+/// Scoring in device and host turns.
+pub trait HostStaged {
+    /// Starts scoring a batch `[B, 3, S, S]`.
+    fn stage_start(&self, pixels: Tensor<4>) -> Result<Staged, DetectError>;
+    /// Continues with the host values of the requested tensors (in order).
+    fn stage_continue(&self, state: Box<dyn std::any::Any>, host: Vec<Vec<f32>>) -> Result<Staged, DetectError>;
+}
+
+/// Runs a [`HostStaged`] scoring with synchronous read-backs (native and the CPU engine).
+pub fn run_staged(staged: &dyn HostStaged, pixels: Tensor<4>) -> Result<Detection, DetectError> {
+    let mut step = staged.stage_start(pixels)?;
+    loop {
+        match step {
+            Staged::Done(detection) => return Ok(detection),
+            Staged::Read { tensors, state } => {
+                let host = tensors
+                    .into_iter()
+                    .map(|t| t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| DetectError::Invalid(format!("cannot read a staged value back: {e:?}"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                step = staged.stage_continue(state, host)?;
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@ use vlad_detect::Detector;
 use vlad_detect::aa_clip::checkpoint::load_weight_files;
 use vlad_detect::aa_clip::{AaClip, AaClipOptions, Domain};
 use vlad_detect::bayes_pfl::{BayesPfl, BayesPflOptions, FixedNoise, NoiseMode, StageChoice, load_checkpoint};
+use vlad_detect::ada_clip::{AdaClip, AdaClipOptions, KMeansSeeding};
 use vlad_detect::anomaly_clip::{AnomalyClip, AnomalyClipOptions};
 use vlad_detect::clip_ad::{ClipAd, ClipAdConfig, ClipAdOptions, Rvs};
 use vlad_detect::vand::{Vand, VandOptions};
@@ -338,4 +339,42 @@ pub async fn anomaly_clip(device: &Device, tag: &str) {
     let out = detector.detect(pre.batch(&images, device).unwrap()).unwrap();
     assert_close(&format!("{tag} AnomalyCLIP map"), &read_any(out.map).await, &npy(anomaly_clip_fixture!("map_24.npy")).1);
     assert_close(&format!("{tag} AnomalyCLIP image score"), &read_any(out.image_score).await, &npy(anomaly_clip_fixture!("image_score.npy")).1);
+}
+
+// ------------------------------------------------------------------ AdaCLIP
+
+macro_rules! ada_clip_fixture {
+    ($name:literal) => {
+        include_bytes!(concat!("../../../tests/fixtures/ada_clip/", $name))
+    };
+}
+
+/// AdaCLIP with the official `AdaCLIP_Trainer.save` file read from bytes, against the official
+/// `evaluation()` (one k-means stream over the four test images in order): the maps and the HSF
+/// image scores, through the page's staged scoring (every read-back awaited, as WebGPU needs).
+pub async fn ada_clip(device: &Device, tag: &str) {
+    let cfg: serde_json::Value = serde_json::from_str(include_str!("../../../tests/fixtures/ada_clip/config.json")).unwrap();
+    let model = hash_backbone(&cfg, device);
+    let file = WeightFile::from_bytes(ada_clip_fixture!("ada_clip.pth").to_vec(), "ada_clip.pth").unwrap();
+    let weights = vlad_detect::ada_clip::checkpoint::load_weight_file(&file, &model.config, device).unwrap();
+    let options = AdaClipOptions { image_size: Some(48), seeding: Some(KMeansSeeding::Stream(111)), ..Default::default() };
+    let mut detector = AdaClip::from_weights(model, weights, options).unwrap();
+    detector.set_class("bottle").unwrap();
+    let meta: serde_json::Value = serde_json::from_str(include_str!("../../../tests/fixtures/vand/data/meta.json")).unwrap();
+    let order: Vec<String> = meta["test"]["bottle"].as_array().unwrap().iter().map(|i| i["img_path"].as_str().unwrap().to_string()).collect();
+    let png = |path: &str| -> &'static [u8] {
+        match path {
+            "bottle/test/good/000.png" => vand_fixture!("data/bottle/test/good/000.png"),
+            "bottle/test/good/001.png" => vand_fixture!("data/bottle/test/good/001.png"),
+            "bottle/test/broken_large/000.png" => vand_fixture!("data/bottle/test/broken_large/000.png"),
+            "bottle/test/broken_large/001.png" => vand_fixture!("data/bottle/test/broken_large/001.png"),
+            other => panic!("unexpected test image {other}"),
+        }
+    };
+    let pre = detector.preprocess();
+    let images: Vec<Vec<f32>> = order.iter().map(|p| pre.to_chw(&vlad_imaging::decode_rgb(png(p)).unwrap())).collect();
+    yield_to_browser().await;
+    let out = vlad_web::detect_async(&detector, pre.batch(&images, device).unwrap()).await.map_err(|_| "detect failed").unwrap();
+    assert_close(&format!("{tag} AdaCLIP map"), &read_any(out.map).await, &npy(ada_clip_fixture!("map.npy")).1);
+    assert_close(&format!("{tag} AdaCLIP HSF image score"), &read_any(out.image_score).await, &npy(ada_clip_fixture!("image_score.npy")).1);
 }

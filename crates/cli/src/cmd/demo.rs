@@ -254,7 +254,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let aux = AUXILIARY.join(",");
     let target = TARGET.join(",");
     let runs = out.join("runs");
-    eprintln!("\n[3/6] training AA-CLIP, Bayes-PFL, VAND, CLIP-AD SDP+ and AnomalyCLIP on the auxiliary classes {aux} (their test split, as the official protocols)");
+    eprintln!("\n[3/6] training AA-CLIP, Bayes-PFL, VAND, CLIP-AD SDP+, AnomalyCLIP and AdaCLIP on the auxiliary classes {aux} (their test split, as the official protocols)");
     let aa_dir = runs.join("aa-clip");
     let mut argv = model.clone();
     argv.extend(strings(&["--data", &path(&data), "--classes", &aux, "--out", &path(&aa_dir)]));
@@ -291,6 +291,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
     super::train::run(super::train::TrainCommand::AnomalyClip(parse("train anomaly-clip", &argv)?))?;
     let anomaly_clip_checkpoint = anomaly_clip_dir.join(format!("epoch_{}.safetensors", args.epochs));
 
+    let ada_clip_dir = runs.join("ada-clip");
+    let mut argv = model.clone();
+    argv.extend(strings(&["--data", &path(&data), "--classes", &aux, "--out", &path(&ada_clip_dir), "--epochs", &args.epochs.to_string()]));
+    // AdaCLIP's mosaic takes four distinct images of a class (`random.sample`).
+    let aug_rate = if args.per_class >= 4 { "0.2" } else { "0" };
+    argv.extend(strings(&["--image-size", &size.to_string(), "--seed", &args.seed.to_string(), "--aug-rate", aug_rate]));
+    super::train::run(super::train::TrainCommand::AdaClip(parse("train ada-clip", &argv)?))?;
+    let ada_clip_checkpoint = ada_clip_dir.join(format!("epoch_{}.safetensors", args.epochs));
+
     // 4. Evaluation.
     eprintln!("\n[4/6] zero-shot evaluation of every detector on the held-out classes {target}");
     let results = out.join("results");
@@ -306,6 +315,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         ("clip-ad", strings(&["--detector", "clip-ad", "--clip-ad-image-size", &size.to_string()])),
         ("clip-ad-plus", strings(&["--detector", "clip-ad-plus", "--checkpoint", &path(&clip_ad_checkpoint), "--clip-ad-image-size", &size.to_string()])),
         ("anomaly-clip", strings(&["--detector", "anomaly-clip", "--checkpoint", &path(&anomaly_clip_checkpoint)])),
+        ("ada-clip", strings(&["--detector", "ada-clip", "--checkpoint", &path(&ada_clip_checkpoint)])),
     ];
     let mut rows = Vec::new();
     for (name, detector_args) in &detectors {
@@ -366,12 +376,13 @@ pub fn run(args: DemoArgs) -> Result<()> {
     println!("Per-class tables, results JSON and ROC/PR/PRO plots: {}/", results.display());
     println!("Overlays (rows: image, ground truth, {}): {}", detectors.iter().map(|d| d.0).collect::<Vec<_>>().join(", "), montage_path.display());
     println!(
-        "Checkpoints: {}/ (AA-CLIP), {} (Bayes-PFL), {} (VAND), {} (CLIP-AD SDP+) and {} (AnomalyCLIP)",
+        "Checkpoints: {}/ (AA-CLIP), {} (Bayes-PFL), {} (VAND), {} (CLIP-AD SDP+), {} (AnomalyCLIP) and {} (AdaCLIP)",
         aa_dir.display(),
         pfl_checkpoint.display(),
         vand_checkpoint.display(),
         clip_ad_checkpoint.display(),
-        anomaly_clip_checkpoint.display()
+        anomaly_clip_checkpoint.display(),
+        ada_clip_checkpoint.display()
     );
     println!(
         "\nHow to go on (README.md has the details):\n\
@@ -379,7 +390,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
            vlad convert --weights model.safetensors --out vit-l-14-336.bpk --f16   and   vlad demo --weights vit-l-14-336.bpk\n\
          * real datasets: vlad eval --detector winclip --weights vit-b-16-plus-240.bpk --data /data/mvtec_anomaly_detection --out mvtec.json\n\
          * official checkpoints: vlad eval --detector bayes-pfl --weights vit-l-14-336.bpk --checkpoint train_visa.pth --data /data/mvtec …\n\
-         * training: vlad train aa-clip --weights … --data /data/VisA --out runs/aa-clip   (and vlad train bayes-pfl|vand|clip-ad|anomaly-clip …)\n\
+         * training: vlad train aa-clip --weights … --data /data/VisA --out runs/aa-clip   (and vlad train bayes-pfl|vand|clip-ad|anomaly-clip|ada-clip …)\n\
          * the released VAND layers: vlad eval --detector vand --weights vit-l-14-336.bpk --checkpoint exps/pretrained/visa_pretrained.pth --data /data/mvtec …\n\
          * the page (everything runs in the browser): vlad serve   then open http://127.0.0.1:8080\n\
          \ndemo finished in {:.0} s",

@@ -47,6 +47,20 @@ pub enum DetectorKind {
     /// AnomalyCLIP (object-agnostic learned prompts, DPAM; needs `--checkpoint`).
     #[value(name = "anomaly-clip", alias = "anomalyclip")]
     AnomalyClip,
+    /// AdaCLIP (hybrid static + dynamic prompts on both towers, HSF; needs `--checkpoint`).
+    #[value(name = "ada-clip", alias = "adaclip")]
+    AdaClip,
+}
+
+/// `--adaclip-kmeans`: how HSF's k-means is seeded.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KMeansChoice {
+    /// Every image from `np.random.seed(111)` (the official single-image run; each image's score
+    /// independent of the others).
+    PerImage,
+    /// One stream from `np.random.seed(111)` over the images in order (the official dataset run
+    /// of test.py; scores depend on the order).
+    Stream,
 }
 
 /// `--clip-ad-rvs`.
@@ -203,6 +217,22 @@ pub struct DetectorArgs {
     /// anomaly-clip: Gaussian σ (official 4; 0 for none).
     #[arg(long, default_value_t = 4.0)]
     pub anomalyclip_sigma: f64,
+    /// ada-clip: input side (default: the checkpoint's, else 518 for ViT-L/14).
+    #[arg(long)]
+    pub adaclip_image_size: Option<usize>,
+    /// ada-clip: Gaussian σ (official 4; 0 for none).
+    #[arg(long, default_value_t = 4.0)]
+    pub adaclip_sigma: f64,
+    /// ada-clip: image score from the projected CLS alone (`--use_hsf False`).
+    #[arg(long)]
+    pub adaclip_no_hsf: bool,
+    /// ada-clip: seeding of HSF's k-means.
+    #[arg(long, value_enum, default_value_t = KMeansChoice::PerImage)]
+    pub adaclip_kmeans: KMeansChoice,
+    /// ada-clip: keep the backbone's activation and positional rule (default: exact GELU and
+    /// rule B, as the official model at 518).
+    #[arg(long)]
+    pub adaclip_keep_activation: bool,
 }
 
 /// Builds the detector on `device` (class not set yet).
@@ -339,6 +369,29 @@ pub fn build_detector(args: &DetectorArgs, device: &Device) -> Result<Box<dyn De
                 keep_backbone_settings: false,
             };
             Box::new(AnomalyClip::from_weights(model, weights, options)?)
+        }
+        DetectorKind::AdaClip => {
+            use vlad_detect::ada_clip::{AdaClip, AdaClipOptions, KMeansSeeding, NUMPY_SEED};
+            let [checkpoint] = args.checkpoint.as_slice() else {
+                bail!(
+                    "ada-clip needs exactly one --checkpoint file (a released pretrained_*.pth or a `vlad train ada-clip` file), got {}",
+                    args.checkpoint.len()
+                );
+            };
+            let file = vlad_detect::ada_clip::checkpoint::open(checkpoint)?;
+            let mut weights = vlad_detect::ada_clip::checkpoint::load_weight_file(&file, &model.config, device)?;
+            weights.config.sigma = (args.adaclip_sigma > 0.0).then_some(args.adaclip_sigma);
+            let seeding = match args.adaclip_kmeans {
+                KMeansChoice::PerImage => KMeansSeeding::PerImage(NUMPY_SEED),
+                KMeansChoice::Stream => KMeansSeeding::Stream(NUMPY_SEED),
+            };
+            let options = AdaClipOptions {
+                image_size: args.adaclip_image_size,
+                keep_backbone_settings: args.adaclip_keep_activation,
+                no_hsf: args.adaclip_no_hsf,
+                seeding: Some(seeding),
+            };
+            Box::new(AdaClip::from_weights(model, weights, options)?)
         }
     })
 }

@@ -164,7 +164,7 @@ impl MaskRuleChoice {
 /// paper) uses nearest, the rule of the official MVTec protocol's anomalib port.
 fn default_mask_rule(detector: &str) -> MaskRule {
     match detector {
-        "zero-shot" | "vand" | "april-gan" | "anomalyclip" | "anomaly-clip" | "adaclip" | "bayes-pfl" | "clip-ad" | "clip-ad-plus" => MaskRule::BilinearThreshold,
+        "zero-shot" | "vand" | "april-gan" | "anomalyclip" | "anomaly-clip" | "adaclip" | "ada-clip" | "bayes-pfl" | "clip-ad" | "clip-ad-plus" => MaskRule::BilinearThreshold,
         _ => MaskRule::Nearest,
     }
 }

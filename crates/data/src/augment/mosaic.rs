@@ -41,6 +41,9 @@ pub enum MosaicPolicy {
     Vand,
     /// Bayes-PFL: uniformly among the class's anomalous images.
     BayesPfl,
+    /// AdaCLIP: four **distinct** images of the class uniformly (`random.sample(meta[cls], 4)`,
+    /// normal ones included; audit D4).
+    AdaClip,
 }
 
 /// Choose four tiles for a mosaic of `class_name`.
@@ -53,13 +56,13 @@ pub fn choose_mosaic_tiles(
 ) -> Result<[Sample; 4], DataError> {
     let mut pool: Vec<&Sample> = index
         .select(class_name, split)
-        .filter(|s| policy == MosaicPolicy::Vand || s.label == Label::Anomalous)
+        .filter(|s| policy != MosaicPolicy::BayesPfl || s.label == Label::Anomalous)
         .collect();
     pool.sort_by(|a, b| a.image_path.cmp(&b.image_path));
     if pool.is_empty() {
         return Err(DataError::Request(format!(
             "no {}images of class {class_name:?} in the {split} split for a mosaic",
-            if policy == MosaicPolicy::Vand {
+            if policy != MosaicPolicy::BayesPfl {
                 ""
             } else {
                 "anomalous "
@@ -70,9 +73,25 @@ pub fn choose_mosaic_tiles(
     folders.dedup();
     folders.sort_unstable();
     folders.dedup();
+    if policy == MosaicPolicy::AdaClip {
+        if pool.len() < 4 {
+            return Err(DataError::Request(format!(
+                "an AdaCLIP mosaic needs 4 distinct images of class {class_name:?} in the {split} split, found {}",
+                pool.len()
+            )));
+        }
+        // A partial Fisher–Yates draw: four distinct positions, in draw order.
+        let mut positions: Vec<usize> = (0..pool.len()).collect();
+        for i in 0..4 {
+            let j = i + rng.index(pool.len() - i);
+            positions.swap(i, j);
+        }
+        return Ok([0, 1, 2, 3].map(|i| pool[positions[i]].clone()));
+    }
     let pick = |rng: &mut SeededRng| -> Sample {
         match policy {
             MosaicPolicy::BayesPfl => pool[rng.index(pool.len())].clone(),
+            MosaicPolicy::AdaClip => unreachable!("drawn above"),
             MosaicPolicy::Vand => {
                 let folder = folders[rng.index(folders.len())];
                 let files: Vec<&&Sample> =

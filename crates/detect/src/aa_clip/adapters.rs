@@ -149,7 +149,7 @@ pub struct VisionFeatures {
 /// `AdaptedCLIP.forward` (`spec/aa-clip.md` §4.1) on pixels `[B, 3, S, S]`.
 pub fn vision_features(clip: &ClipModel, image: &ImageAdapter, config: &AaClipConfig, pixels: Tensor<4>) -> Result<VisionFeatures, DetectError> {
     let hook = AdapterHook { adapters: &image.layer_adapters, lambda: config.image_adapt_weight };
-    let out = clip.visual.forward(pixels, VisionForward { taps: &config.levels, vv: None, hook: Some(&hook) })?;
+    let out = clip.visual.forward(pixels, VisionForward { taps: &config.levels, vv: None, hook: Some(&hook), prompts: None })?;
     let mut seg = Vec::with_capacity(out.taps.len());
     let mut last = None;
     for (tap, proj) in out.taps.iter().zip(&image.seg_proj) {

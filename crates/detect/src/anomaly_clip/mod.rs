@@ -206,7 +206,7 @@ pub fn text_features(model: &ClipModel, learner: &PromptLearner, frame: &PromptF
 /// `[B, L, E]` of each tap (`ln_post` and `proj` of the DPAM stream, CLS dropped).
 pub fn image_features(model: &ClipModel, config: &AnomalyClipConfig, pixels: Tensor<4>) -> Result<(Tensor<2>, Vec<Tensor<3>>), DetectError> {
     let vv = Some(VvAttention::Dual { from_block: config.dpam_from_block });
-    let out = model.visual.forward(pixels, VisionForward { taps: &config.taps, vv, hook: None })?;
+    let out = model.visual.forward(pixels, VisionForward { taps: &config.taps, vv, hook: None, prompts: None })?;
     let [b, t, d] = out.last.dims();
     let z = model.visual.project(out.last.slice([0..b, 0..1, 0..d])).reshape([b as i64, -1]);
     let patches = out

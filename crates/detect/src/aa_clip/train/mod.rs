@@ -78,7 +78,7 @@ pub fn cross_entropy(logits: Tensor<2>, labels: &[usize]) -> Tensor<1> {
 /// L2 norm, plus the normalised CLIP image embedding (`[B, L, E]` per level; no gradients).
 pub fn surgery_features(clip: &ClipModel, config: &AaClipConfig, pixels: Tensor<4>, batch_axis_quirk: bool) -> Result<Vec<Tensor<3>>, DetectError> {
     let vv = VvAttention::Replace { from_block: config.surgery_from_block, batch_axis_quirk };
-    let surgery = clip.visual.forward(pixels.clone(), VisionForward { taps: &config.levels, vv: Some(vv), hook: None })?;
+    let surgery = clip.visual.forward(pixels.clone(), VisionForward { taps: &config.levels, vv: Some(vv), hook: None, prompts: None })?;
     let global = l2_normalize(clip.visual.encode_image(pixels)?);
     let [b, e] = global.dims();
     let global = global.reshape([b, 1, e]);
