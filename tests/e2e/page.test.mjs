@@ -363,26 +363,7 @@ async function checkMore(page, mode) {
  * which this tiny model's is not).
  */
 async function checkAaClip(page, mode) {
-  const t0 = Date.now();
-  const before = await page.locator('#detector-status').textContent();
-  await page.locator('input[name="detector"][value="aa-clip"]').check();
-  await page.waitForFunction((old) => {
-    const el = document.querySelector('#detector-status');
-    return el.textContent !== old && el.dataset.state === 'error';
-  }, before, { timeout: STEP_TIMEOUT_MS });
-  const noCheckpoint = await page.locator('#detector-status').textContent();
-  assert.match(noCheckpoint, /checkpoint/, noCheckpoint);
-  await page.locator('#opt-aa-clip-image_size').fill('32');
-  await page.locator('#ckpt-aa-clip-file').setInputFiles({ name: 'aa_clip_tiny.safetensors', mimeType: 'application/octet-stream', buffer: aaClipCheckpoint() });
-  await page.waitForSelector('#ckpt-aa-clip-status[data-state="ready"], #ckpt-aa-clip-status[data-state="error"]', { timeout: STEP_TIMEOUT_MS });
-  const ckptStatus = await page.locator('#ckpt-aa-clip-status').textContent();
-  assert.equal(await page.locator('#ckpt-aa-clip-status').getAttribute('data-state'), 'ready', ckptStatus);
-  await page.locator('#opt-aa-clip-image_size').dispatchEvent('change');
-  const aaStatus = await waitReady(page, '#detector-status', 'AA-CLIP setup', noCheckpoint);
-  assert.match(aaStatus, /AA-CLIP/, aaStatus);
-  const aa = await firstResult(page, 'AA-CLIP');
-  console.log(`  [${mode}] ${ckptStatus.trim()} ${aaStatus.trim()} score ${aa.score}, map ${aa.mapMin} … ${aa.mapMax} (${Date.now() - t0} ms from choosing it)`);
-  await mkdirAndShoot(page, `aa-clip-${mode}.png`);
+  await checkWithCheckpoint(page, mode, { id: 'aa-clip', label: 'AA-CLIP', imageSize: 32, fileName: 'aa_clip_tiny.safetensors', buffer: aaClipCheckpoint() });
 }
 
 /**
@@ -407,27 +388,36 @@ async function checkClipAd(page, mode) {
  * backbone: 4 × Linear(64 → 32)), then a real map and score.
  */
 async function checkVand(page, mode) {
+  const tensors = [0, 1, 2, 3].flatMap((i) => [[`fc.${i}.weight`, [32, 64]], [`fc.${i}.bias`, [32]]]);
+  await checkWithCheckpoint(page, mode, { id: 'vand', label: 'VAND', imageSize: 32, fileName: 'vand_tiny.safetensors', buffer: safetensors(tensors, 11n) });
+}
+
+/**
+ * A detector that needs a checkpoint, in the page: choosing it without one names the missing
+ * checkpoint; the checkpoint field takes `buffer` (as `fileName`); at `imageSize` px it gives a real
+ * map and score.
+ */
+async function checkWithCheckpoint(page, mode, { id, label, imageSize, fileName, buffer }) {
   const t0 = Date.now();
   const before = await page.locator('#detector-status').textContent();
-  await page.locator('input[name="detector"][value="vand"]').check();
+  await page.locator(`input[name="detector"][value="${id}"]`).check();
   await page.waitForFunction((old) => {
     const el = document.querySelector('#detector-status');
     return el.textContent !== old && el.dataset.state === 'error';
   }, before, { timeout: STEP_TIMEOUT_MS });
   const noCheckpoint = await page.locator('#detector-status').textContent();
   assert.match(noCheckpoint, /checkpoint/, noCheckpoint);
-  await page.locator('#opt-vand-image_size').fill('32');
-  const tensors = [0, 1, 2, 3].flatMap((i) => [[`fc.${i}.weight`, [32, 64]], [`fc.${i}.bias`, [32]]]);
-  await page.locator('#ckpt-vand-file').setInputFiles({ name: 'vand_tiny.safetensors', mimeType: 'application/octet-stream', buffer: safetensors(tensors, 11n) });
-  await page.waitForSelector('#ckpt-vand-status[data-state="ready"], #ckpt-vand-status[data-state="error"]', { timeout: STEP_TIMEOUT_MS });
-  const ckptStatus = await page.locator('#ckpt-vand-status').textContent();
-  assert.equal(await page.locator('#ckpt-vand-status').getAttribute('data-state'), 'ready', ckptStatus);
-  await page.locator('#opt-vand-image_size').dispatchEvent('change');
-  const status = await waitReady(page, '#detector-status', 'VAND setup', noCheckpoint);
-  assert.match(status, /VAND/, status);
-  const r = await firstResult(page, 'VAND');
+  await page.locator(`#opt-${id}-image_size`).fill(String(imageSize));
+  await page.locator(`#ckpt-${id}-file`).setInputFiles({ name: fileName, mimeType: 'application/octet-stream', buffer });
+  await page.waitForSelector(`#ckpt-${id}-status[data-state="ready"], #ckpt-${id}-status[data-state="error"]`, { timeout: STEP_TIMEOUT_MS });
+  const ckptStatus = await page.locator(`#ckpt-${id}-status`).textContent();
+  assert.equal(await page.locator(`#ckpt-${id}-status`).getAttribute('data-state'), 'ready', ckptStatus);
+  await page.locator(`#opt-${id}-image_size`).dispatchEvent('change');
+  const status = await waitReady(page, '#detector-status', `${label} setup`, noCheckpoint);
+  assert.ok(status.includes(label), status);
+  const r = await firstResult(page, label);
   console.log(`  [${mode}] ${ckptStatus.trim()} ${status.trim()} score ${r.score}, map ${r.mapMin} … ${r.mapMax} (${Date.now() - t0} ms from choosing it)`);
-  await mkdirAndShoot(page, `vand-${mode}.png`);
+  await mkdirAndShoot(page, `${id}-${mode}.png`);
 }
 
 /**
@@ -437,16 +427,6 @@ async function checkVand(page, mode) {
  * with the k-means run on the page's CPU engine.
  */
 async function checkAdaClip(page, mode) {
-  const t0 = Date.now();
-  const before = await page.locator('#detector-status').textContent();
-  await page.locator('input[name="detector"][value="ada-clip"]').check();
-  await page.waitForFunction((old) => {
-    const el = document.querySelector('#detector-status');
-    return el.textContent !== old && el.dataset.state === 'error';
-  }, before, { timeout: STEP_TIMEOUT_MS });
-  const noCheckpoint = await page.locator('#detector-status').textContent();
-  assert.match(noCheckpoint, /checkpoint/, noCheckpoint);
-  await page.locator('#opt-ada-clip-image_size').fill('48');
   const p = 'clip_model.';
   const linear = (name, o, i) => [[`${p}${name}.weight`, [o, i]], [`${p}${name}.bias`, [o]]];
   const tensors = [
@@ -457,16 +437,7 @@ async function checkAdaClip(page, mode) {
     ...[0, 1, 2, 3, 4].flatMap((i) => linear(`dynamic_visual_prompt_generator.head.${i}`, 64, 32)),
     ...[0, 1, 2, 3, 4].flatMap((i) => linear(`dynamic_text_prompt_generator.head.${i}`, 16, 32)),
   ];
-  await page.locator('#ckpt-ada-clip-file').setInputFiles({ name: 'ada_clip_tiny.safetensors', mimeType: 'application/octet-stream', buffer: safetensors(tensors, 13n) });
-  await page.waitForSelector('#ckpt-ada-clip-status[data-state="ready"], #ckpt-ada-clip-status[data-state="error"]', { timeout: STEP_TIMEOUT_MS });
-  const ckptStatus = await page.locator('#ckpt-ada-clip-status').textContent();
-  assert.equal(await page.locator('#ckpt-ada-clip-status').getAttribute('data-state'), 'ready', ckptStatus);
-  await page.locator('#opt-ada-clip-image_size').dispatchEvent('change');
-  const status = await waitReady(page, '#detector-status', 'AdaCLIP setup', noCheckpoint);
-  assert.match(status, /AdaCLIP/, status);
-  const r = await firstResult(page, 'AdaCLIP');
-  console.log(`  [${mode}] ${ckptStatus.trim()} ${status.trim()} score ${r.score}, map ${r.mapMin} … ${r.mapMax} (${Date.now() - t0} ms from choosing it)`);
-  await mkdirAndShoot(page, `ada-clip-${mode}.png`);
+  await checkWithCheckpoint(page, mode, { id: 'ada-clip', label: 'AdaCLIP', imageSize: 48, fileName: 'ada_clip_tiny.safetensors', buffer: safetensors(tensors, 13n) });
 }
 
 /** safetensors bytes of f32 `tensors` ([name, shape]) with pseudo-random values from `seed`. */

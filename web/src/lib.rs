@@ -46,7 +46,7 @@ pub async fn detect_async(detector: &dyn Detector, x: Tensor<4>) -> Result<Detec
     let mut step = staged.stage_start(x).map_err(js_err)?;
     loop {
         match step {
-            Staged::Done(detection) => return Ok(detection),
+            Staged::Done(detection) => return Ok(*detection),
             Staged::Read { tensors, state } => {
                 let mut host = Vec::with_capacity(tensors.len());
                 for t in tensors {

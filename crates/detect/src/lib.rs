@@ -156,7 +156,7 @@ pub enum Staged {
         state: Box<dyn std::any::Any>,
     },
     /// The result.
-    Done(Detection),
+    Done(Box<Detection>),
 }
 
 /// Scoring in device and host turns.
@@ -172,7 +172,7 @@ pub fn run_staged(staged: &dyn HostStaged, pixels: Tensor<4>) -> Result<Detectio
     let mut step = staged.stage_start(pixels)?;
     loop {
         match step {
-            Staged::Done(detection) => return Ok(detection),
+            Staged::Done(detection) => return Ok(*detection),
             Staged::Read { tensors, state } => {
                 let host = tensors
                     .into_iter()

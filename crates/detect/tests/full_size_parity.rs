@@ -1,7 +1,7 @@
 //! VAND (rule-A resize, four 1024 → 768 layers) and AnomalyCLIP (rule-C resize, DPAM, 768-wide
-//! prompts) on the real ViT-L-14-336 at 518 px (37×37 grid), and CLIP-AD on the real
+//! prompts) and AdaCLIP (rule-B resize, hybrid prompts, HSF) on the real ViT-L-14-336 at 518 px (37×37 grid), and CLIP-AD on the real
 //! ViT-B-16-plus-240 at 240 px (15×15 grid, 896 → 640 layers), against the official code run with
-//! hash weights (`tools/fixtures/{vand,clip_ad,anomaly_clip}.py --full-size`). Full-size weights do
+//! hash weights (`tools/fixtures/{vand,clip_ad,anomaly_clip,ada_clip}.py --full-size`). Full-size weights do
 //! not fit in the fixtures: both sides generate them from the names; the maps are kept every 7th
 //! (518 px) / 5th (240 px) pixel with their maxima. Tolerance: max |diff| ≤ 1e-4 · max |reference|.
 //!
@@ -205,4 +205,93 @@ fn anomaly_clip_at_full_size_matches_the_official_code() {
         assert_close(&format!("AnomalyCLIP full grad {name} (every 37th column)"), &every_37th(p.grad(&grads).unwrap()), &want.entries[&name].to_f32(&name).unwrap(), TOL);
     }
     eprintln!("AnomalyCLIP full-size parity in {:.1} s", started.elapsed().as_secs_f64());
+}
+
+#[test]
+#[ignore = "full-size ViT-L at 518 px on the CPU takes minutes; run with --ignored (release recommended)"]
+fn ada_clip_at_full_size_matches_the_official_code() {
+    use std::collections::BTreeMap;
+    use vlad_clip::weights::{Entry, WeightFormat};
+    use vlad_detect::ada_clip::train::{image_loss, trainable as ada_trainable};
+    use vlad_detect::ada_clip::{AdaClip, AdaClipConfig, AdaClipLearned, AdaClipOptions, ClassText, HsfInput, KMeans, KMeansSeeding, NumpyRandom, checkpoint as ada_checkpoint, host_values};
+    let started = std::time::Instant::now();
+    let cfg = json("ada_clip", "full_config.json");
+    let model = hash_backbone(&cfg, &device());
+    let config = AdaClipConfig::for_backbone(&model.config);
+    assert_eq!((config.taps.as_slice(), config.prompting_depth, config.prompting_length, config.image_size), (&[6, 12, 18, 24][..], 4, 5, 518));
+    // The fixture's learned tensors: hash values under the checkpoint names (static prompts × 0.625).
+    let shapes = ada_checkpoint::tensors(&AdaClipLearned::new(&config, &model.config, &device())).unwrap();
+    assert_eq!(shapes.len(), 38);
+    assert_eq!(shapes.iter().map(|t| t.2.len()).sum::<usize>(), 10_665_472, "the released files' parameter count");
+    let entries: BTreeMap<String, Entry> = shapes
+        .into_iter()
+        .map(|(name, shape, _)| {
+            let scale = if name.contains("static_prompts") { 0.625 } else { 1.0 };
+            let values = vlad_clip::weights::hashed_parameter(&name, &shape).into_iter().map(|v| v * scale).collect();
+            (name, Entry::from_values(shape, values))
+        })
+        .collect();
+    let file = WeightFile { origin: "hash AdaCLIP".into(), format: WeightFormat::Safetensors, metadata: BTreeMap::new(), entries, skipped: vec![] };
+    let weights = ada_checkpoint::load_weight_file(&file, &model.config, &device()).unwrap();
+    let mut clip = AdaClip::from_weights(model, weights, AdaClipOptions { seeding: Some(KMeansSeeding::Stream(111)), ..Default::default() }).unwrap();
+    clip.set_class("bottle").unwrap();
+    let samples = test_samples();
+    let refs: Vec<&vlad_data::Sample> = samples.iter().collect();
+    let (pixels, _, _) = load_batch(&refs, 518, &vec![None; 4], &device()).unwrap();
+    let pending = clip.forward(pixels).unwrap();
+    let text: Vec<f32> = pending.text.iter().flat_map(|t| values(t.clone())).collect();
+    assert_close("AdaCLIP full text features per image", &text, &npy("ada_clip", "full_text.npy").1, TOL);
+    assert_close("AdaCLIP full projected CLS", &values(pending.cls.clone()), &npy("ada_clip", "full_cls.npy").1, TOL);
+    let (orders, labels) = (npy("ada_clip", "full_hsf_order.npy").1, npy("ada_clip", "full_hsf_labels.npy").1);
+    let mut stream = NumpyRandom::seed(111);
+    let mut inputs = Vec::new();
+    for i in 0..4 {
+        let order = clip.hsf_order(&host_values(pending.anomaly[i].clone(), "ranking").unwrap());
+        assert_eq!(order.iter().map(|&o| o as f32).collect::<Vec<_>>(), orders[i * 100..(i + 1) * 100], "image {i}: HSF top-100 patches");
+        let data = host_values(clip.hsf_rows(&pending, i, &order), "rows").unwrap();
+        let got = KMeans::new(20).fit_predict(&data, 100, 4 * 768, &mut stream).unwrap();
+        assert_eq!(got.iter().map(|&l| l as f32).collect::<Vec<_>>(), labels[i * 100..(i + 1) * 100], "image {i}: k-means labels");
+        inputs.push(Some(HsfInput { order, data }));
+    }
+    let out = clip.finish(pending, inputs).unwrap();
+    let map = values(out.map);
+    assert_close("AdaCLIP full map (every 7th pixel)", &subsample(&map, 518, 3, 7), &npy("ada_clip", "full_map.npy").1, TOL);
+    assert_close("AdaCLIP full map maxima", &maxima(&map, 518 * 518), &npy("ada_clip", "full_map_max.npy").1, TOL);
+    assert_close("AdaCLIP full HSF image score", &values(out.image_score), &npy("ada_clip", "full_image_score.npy").1, TOL);
+    // One training step on the first test image (anomalous), against the fp32 reference.
+    let (pixels, masks, _) = load_batch(&[&samples[0]], 518, &[None], &device()).unwrap();
+    let class = ClassText::new(clip.model(), &vlad_clip::ClipTokenizer::openai().unwrap(), "bottle").unwrap();
+    let learned = ada_trainable(clip.learned().clone(), &device());
+    let (total, _, _) = image_loss(clip.model(), &learned, clip.config(), &class, pixels, masks, 1, &mut NumpyRandom::seed(111)).unwrap();
+    assert_close("AdaCLIP full training loss", &values(total.clone()), &[cfg["train_loss_fp32"].as_f64().unwrap() as f32], TOL);
+    let grads = total.backward();
+    let want = WeightFile::open(&linear_common::fixture("ada_clip", "full_train_grads_fp32.safetensors"), None).unwrap();
+    // The fixture keeps every 37th column, and every 8th row of matrices with more than 64 rows.
+    let subsampled = |t: Tensor<2>| -> Vec<f32> {
+        let [r, c] = t.dims();
+        let v = values(t);
+        let row_step = if r > 64 { 8 } else { 1 };
+        (0..r).step_by(row_step).flat_map(|i| (0..c).step_by(37).map(move |j| (i, j))).map(|(i, j)| v[i * c + j]).collect()
+    };
+    let check = |name: String, got: Tensor<2>| {
+        assert_close(&format!("AdaCLIP full grad {name} (subsampled)"), &subsampled(got), &want.entries[&name].to_f32(&name).unwrap(), TOL);
+    };
+    let p = "clip_model.";
+    for (i, l) in learned.patch_token_layer.iter().enumerate() {
+        check(format!("{p}patch_token_layer.head.{i}.weight"), l.weight.grad(&grads).unwrap().transpose());
+    }
+    check(format!("{p}cls_token_layer.head.0.weight"), learned.cls_token_layer.weight.grad(&grads).unwrap().transpose());
+    for (i, l) in learned.dynamic_visual.iter().enumerate() {
+        check(format!("{p}dynamic_visual_prompt_generator.head.{i}.weight"), l.weight.grad(&grads).unwrap().transpose());
+    }
+    for (i, l) in learned.dynamic_text.iter().enumerate() {
+        check(format!("{p}dynamic_text_prompt_generator.head.{i}.weight"), l.weight.grad(&grads).unwrap().transpose());
+    }
+    for i in 1..4 {
+        check(format!("{p}text_prompter.static_prompts.{i}"), learned.text_static[i].grad(&grads).unwrap());
+    }
+    for i in 0..4 {
+        check(format!("{p}visual_prompter.static_prompts.{i}"), learned.visual_static[i].grad(&grads).unwrap());
+    }
+    eprintln!("AdaCLIP full-size parity in {:.1} s", started.elapsed().as_secs_f64());
 }

@@ -301,6 +301,22 @@ pub async fn clip_ad(device: &Device, tag: &str) {
     }
 }
 
+/// The tiny layout's four test images in meta.json order (good/000, good/001, broken_large/000,
+/// broken_large/001), decoded and preprocessed as the page does.
+fn tiny_layout_test_images(pre: &vlad_clip::preprocess::Preprocess) -> Vec<Vec<f32>> {
+    let meta: serde_json::Value = serde_json::from_str(include_str!("../../../tests/fixtures/vand/data/meta.json")).unwrap();
+    let png = |path: &str| -> &'static [u8] {
+        match path {
+            "bottle/test/good/000.png" => vand_fixture!("data/bottle/test/good/000.png"),
+            "bottle/test/good/001.png" => vand_fixture!("data/bottle/test/good/001.png"),
+            "bottle/test/broken_large/000.png" => vand_fixture!("data/bottle/test/broken_large/000.png"),
+            "bottle/test/broken_large/001.png" => vand_fixture!("data/bottle/test/broken_large/001.png"),
+            other => panic!("unexpected test image {other}"),
+        }
+    };
+    meta["test"]["bottle"].as_array().unwrap().iter().map(|i| pre.to_chw(&vlad_imaging::decode_rgb(png(i["img_path"].as_str().unwrap())).unwrap())).collect()
+}
+
 // ------------------------------------------------------------------ AnomalyCLIP
 
 macro_rules! anomaly_clip_fixture {
@@ -321,20 +337,8 @@ pub async fn anomaly_clip(device: &Device, tag: &str) {
     let weights = vlad_detect::anomaly_clip::checkpoint::load_weight_file(&file, &model.config, device).unwrap();
     let mut detector = AnomalyClip::from_weights(model, weights, AnomalyClipOptions { image_size: Some(28), ..Default::default() }).unwrap();
     detector.set_class("bottle").unwrap();
-    // The test split in meta.json order: good/000, good/001, broken_large/000, broken_large/001.
-    let meta: serde_json::Value = serde_json::from_str(include_str!("../../../tests/fixtures/vand/data/meta.json")).unwrap();
-    let order: Vec<String> = meta["test"]["bottle"].as_array().unwrap().iter().map(|i| i["img_path"].as_str().unwrap().to_string()).collect();
-    let png = |path: &str| -> &'static [u8] {
-        match path {
-            "bottle/test/good/000.png" => vand_fixture!("data/bottle/test/good/000.png"),
-            "bottle/test/good/001.png" => vand_fixture!("data/bottle/test/good/001.png"),
-            "bottle/test/broken_large/000.png" => vand_fixture!("data/bottle/test/broken_large/000.png"),
-            "bottle/test/broken_large/001.png" => vand_fixture!("data/bottle/test/broken_large/001.png"),
-            other => panic!("unexpected test image {other}"),
-        }
-    };
     let pre = detector.preprocess();
-    let images: Vec<Vec<f32>> = order.iter().map(|p| pre.to_chw(&vlad_imaging::decode_rgb(png(p)).unwrap())).collect();
+    let images = tiny_layout_test_images(&pre);
     yield_to_browser().await;
     let out = detector.detect(pre.batch(&images, device).unwrap()).unwrap();
     assert_close(&format!("{tag} AnomalyCLIP map"), &read_any(out.map).await, &npy(anomaly_clip_fixture!("map_24.npy")).1);
@@ -360,19 +364,8 @@ pub async fn ada_clip(device: &Device, tag: &str) {
     let options = AdaClipOptions { image_size: Some(48), seeding: Some(KMeansSeeding::Stream(111)), ..Default::default() };
     let mut detector = AdaClip::from_weights(model, weights, options).unwrap();
     detector.set_class("bottle").unwrap();
-    let meta: serde_json::Value = serde_json::from_str(include_str!("../../../tests/fixtures/vand/data/meta.json")).unwrap();
-    let order: Vec<String> = meta["test"]["bottle"].as_array().unwrap().iter().map(|i| i["img_path"].as_str().unwrap().to_string()).collect();
-    let png = |path: &str| -> &'static [u8] {
-        match path {
-            "bottle/test/good/000.png" => vand_fixture!("data/bottle/test/good/000.png"),
-            "bottle/test/good/001.png" => vand_fixture!("data/bottle/test/good/001.png"),
-            "bottle/test/broken_large/000.png" => vand_fixture!("data/bottle/test/broken_large/000.png"),
-            "bottle/test/broken_large/001.png" => vand_fixture!("data/bottle/test/broken_large/001.png"),
-            other => panic!("unexpected test image {other}"),
-        }
-    };
     let pre = detector.preprocess();
-    let images: Vec<Vec<f32>> = order.iter().map(|p| pre.to_chw(&vlad_imaging::decode_rgb(png(p)).unwrap())).collect();
+    let images = tiny_layout_test_images(&pre);
     yield_to_browser().await;
     let out = vlad_web::detect_async(&detector, pre.batch(&images, device).unwrap()).await.map_err(|_| "detect failed").unwrap();
     assert_close(&format!("{tag} AdaCLIP map"), &read_any(out.map).await, &npy(ada_clip_fixture!("map.npy")).1);

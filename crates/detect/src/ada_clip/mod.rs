@@ -571,7 +571,7 @@ impl HostStaged for AdaClip {
         let pending = self.forward(pixels)?;
         if !self.config.use_hsf {
             let b = pending.text.len();
-            return Ok(Staged::Done(self.finish(pending, (0..b).map(|_| None).collect())?));
+            return Ok(Staged::Done(Box::new(self.finish(pending, (0..b).map(|_| None).collect())?)));
         }
         Ok(Staged::Read { tensors: pending.anomaly.clone(), state: Box::new(HsfStage::Ranking(pending)) })
     }
@@ -587,7 +587,7 @@ impl HostStaged for AdaClip {
             }
             HsfStage::Rows(pending, orders) => {
                 let inputs = orders.into_iter().zip(host).map(|(order, data)| Some(HsfInput { order, data })).collect();
-                Ok(Staged::Done(self.finish(pending, inputs)?))
+                Ok(Staged::Done(Box::new(self.finish(pending, inputs)?)))
             }
         }
     }

@@ -130,6 +130,7 @@ pub fn trainable(mut learned: AdaClipLearned, device: &Device) -> AdaClipLearned
 
 /// The loss of one image (`pixels` `[1, 3, S, S]`, 0/1 `mask` `[1, S, S]`, label 0/1) of class
 /// `class`, its k-means drawing from `rng`: total, the image focal loss and the summed map losses.
+#[allow(clippy::too_many_arguments)]
 pub fn image_loss(clip: &ClipModel, learned: &AdaClipLearned, config: &AdaClipConfig, class: &ClassText, pixels: Tensor<4>, mask: Tensor<3>, label: usize, rng: &mut NumpyRandom) -> Result<(Tensor<1>, Tensor<1>, Tensor<1>), DetectError> {
     let [b, _, _, _] = pixels.dims();
     if b != 1 {
@@ -252,18 +253,8 @@ pub fn train(clip: &ClipModel, index: &DatasetIndex, split: Split, samples: &[Sa
             Some(v) => Some(validate(&mut detector(plain.clone())?, v, options.eval_batch_size)?),
             None => None,
         };
-        let record = EpochRecord {
-            epoch,
-            steps,
-            loss: loss_sum / steps.max(1) as f64,
-            tap_losses: parts.iter().map(|p| p / steps.max(1) as f64).collect(),
-            seconds: started.elapsed().as_secs_f64(),
-            validation,
-            checkpoint: Some(planned[epoch - 1].clone()),
-        };
-        files.record(&record)?;
-        observer.on_epoch(&record);
-        records.push(record);
+        let record = EpochRecord::from_sums(epoch, steps, loss_sum, &parts, started, validation, Some(planned[epoch - 1].clone()));
+        files.close_epoch(record, observer, &mut records)?;
     }
     Ok(TrainSummary { epochs: records, checkpoint: planned[options.epochs - 1].clone(), untrained })
 }

@@ -165,18 +165,8 @@ pub fn train(clip: &ClipModel, samples: &[Sample], validation: Option<&[Sample]>
             Some(v) => Some(validate(&mut detector(plain.clone())?, v, options.eval_batch_size)?),
             None => None,
         };
-        let record = EpochRecord {
-            epoch,
-            steps,
-            loss: loss_sum / steps.max(1) as f64,
-            tap_losses: parts.iter().map(|p| p / steps.max(1) as f64).collect(),
-            seconds: started.elapsed().as_secs_f64(),
-            validation,
-            checkpoint: Some(planned[epoch - 1].clone()),
-        };
-        files.record(&record)?;
-        observer.on_epoch(&record);
-        records.push(record);
+        let record = EpochRecord::from_sums(epoch, steps, loss_sum, &parts, started, validation, Some(planned[epoch - 1].clone()));
+        files.close_epoch(record, observer, &mut records)?;
     }
     Ok(TrainSummary { epochs: records, checkpoint: planned[options.epochs - 1].clone(), untrained })
 }

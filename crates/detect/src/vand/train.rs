@@ -323,6 +323,14 @@ pub struct EpochRecord {
     pub checkpoint: Option<PathBuf>,
 }
 
+impl EpochRecord {
+    /// The record of an epoch from its summed losses (`part_sums`: per tap or per loss term).
+    pub fn from_sums(epoch: usize, steps: usize, loss_sum: f64, part_sums: &[f64], started: Instant, validation: Option<Validation>, checkpoint: Option<PathBuf>) -> Self {
+        let n = steps.max(1) as f64;
+        Self { epoch, steps, loss: loss_sum / n, tap_losses: part_sums.iter().map(|s| s / n).collect(), seconds: started.elapsed().as_secs_f64(), validation, checkpoint }
+    }
+}
+
 /// Progress callbacks (the CLI draws bars with them).
 pub trait TrainObserver {
     /// The initial layers were validated (before the first step).
@@ -410,6 +418,14 @@ impl RunFiles {
     pub fn record(&mut self, record: &EpochRecord) -> Result<(), DetectError> {
         writeln!(self.log, "{}", serde_json::to_string(record).expect("record serialises")).map_err(|e| DetectError::Invalid(format!("{}: {e}", self.log_path.display())))
     }
+
+    /// Logs a finished epoch, tells the observer and keeps the record.
+    pub fn close_epoch(&mut self, record: EpochRecord, observer: &mut dyn TrainObserver, records: &mut Vec<EpochRecord>) -> Result<(), DetectError> {
+        self.record(&record)?;
+        observer.on_epoch(&record);
+        records.push(record);
+        Ok(())
+    }
 }
 
 /// Batches per epoch for `n` samples, at most `cap`.
@@ -496,18 +512,8 @@ pub fn train(
             Some(v) => Some(validate(method.detector(plain.clone())?.as_mut(), v, options.eval_batch_size)?),
             None => None,
         };
-        let record = EpochRecord {
-            epoch,
-            steps,
-            loss: loss_sum / steps.max(1) as f64,
-            tap_losses: tap_sums.iter().map(|s| s / steps.max(1) as f64).collect(),
-            seconds: started.elapsed().as_secs_f64(),
-            validation,
-            checkpoint,
-        };
-        files.record(&record)?;
-        observer.on_epoch(&record);
-        records.push(record);
+        let record = EpochRecord::from_sums(epoch, steps, loss_sum, &tap_sums, started, validation, checkpoint);
+        files.close_epoch(record, observer, &mut records)?;
     }
     Ok(TrainSummary { epochs: records, checkpoint: last, untrained })
 }
