@@ -169,6 +169,16 @@ async fn ada_clip_parity_on_webgpu() {
 }
 
 #[wasm_bindgen_test]
+async fn mvfa_parity_on_the_cpu() {
+    detectors::mvfa(&Device::flex(), "cpu").await;
+}
+
+#[wasm_bindgen_test]
+async fn mvfa_parity_on_webgpu() {
+    detectors::mvfa(&gpu().await, "webgpu").await;
+}
+
+#[wasm_bindgen_test]
 async fn aa_clip_parity_on_the_cpu() {
     detectors::aa_clip(&Device::flex(), "cpu").await;
 }

@@ -83,6 +83,8 @@ pub enum DatasetFormat {
     Jsonl,
     /// A plain folder: `good/`, one folder per defect type, `ground_truth/<defect>/`.
     Folder,
+    /// The BMAD-derived medical layout of MVFA-AD / AA-CLIP: `<Obj>_AD/{valid,test}/{good,Ungood}/img/`.
+    Bmad,
 }
 
 impl DatasetFormat {
@@ -94,6 +96,7 @@ impl DatasetFormat {
             DatasetFormat::MetaJson => "meta-json",
             DatasetFormat::Jsonl => "jsonl",
             DatasetFormat::Folder => "folder",
+            DatasetFormat::Bmad => "bmad",
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod calibration;
 pub mod checkpoint_io;
 pub mod clip_ad;
 pub mod losses;
+pub mod mvfa;
 pub mod postprocess;
 pub mod prompts;
 pub mod vand;

@@ -61,6 +61,9 @@ fn kmeans_matches_scikit_learn() {
 fn features_hsf_maps_and_scores_match_the_official_evaluation() {
     let clip = detector(KMeansSeeding::Stream(111));
     let pixels = images();
+    let features = vlad_detect::ada_clip::image_features(clip.model(), clip.learned(), clip.config(), pixels.clone()).unwrap();
+    assert_close("dynamic visual prompts per image", &values(features.dynamic_visual), &npy(DIR, "dynamic_visual.npy").1, TOL);
+    assert_close("dynamic text prompts per image", &values(features.dynamic_text), &npy(DIR, "dynamic_text.npy").1, TOL);
     let pending = clip.forward(pixels.clone()).unwrap();
     let text: Vec<f32> = pending.text.iter().flat_map(|t| values(t.clone())).collect();
     assert_close("text features per image (dynamic + static deep prompts)", &text, &npy(DIR, "text.npy").1, TOL);

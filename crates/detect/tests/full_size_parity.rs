@@ -238,6 +238,9 @@ fn ada_clip_at_full_size_matches_the_official_code() {
     let samples = test_samples();
     let refs: Vec<&vlad_data::Sample> = samples.iter().collect();
     let (pixels, _, _) = load_batch(&refs, 518, &vec![None; 4], &device()).unwrap();
+    let features = vlad_detect::ada_clip::image_features(clip.model(), clip.learned(), clip.config(), pixels.clone()).unwrap();
+    assert_close("AdaCLIP full dynamic visual prompts", &values(features.dynamic_visual), &npy("ada_clip", "full_dynamic_visual.npy").1, TOL);
+    assert_close("AdaCLIP full dynamic text prompts", &values(features.dynamic_text), &npy("ada_clip", "full_dynamic_text.npy").1, TOL);
     let pending = clip.forward(pixels).unwrap();
     let text: Vec<f32> = pending.text.iter().flat_map(|t| values(t.clone())).collect();
     assert_close("AdaCLIP full text features per image", &text, &npy("ada_clip", "full_text.npy").1, TOL);

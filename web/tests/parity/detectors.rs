@@ -371,3 +371,40 @@ pub async fn ada_clip(device: &Device, tag: &str) {
     assert_close(&format!("{tag} AdaCLIP map"), &read_any(out.map).await, &npy(ada_clip_fixture!("map.npy")).1);
     assert_close(&format!("{tag} AdaCLIP HSF image score"), &read_any(out.image_score).await, &npy(ada_clip_fixture!("image_score.npy")).1);
 }
+
+// ------------------------------------------------------------------ MVFA-AD
+
+macro_rules! mvfa_fixture {
+    ($name:literal) => {
+        include_bytes!(concat!("../../../tests/fixtures/mvfa/", $name))
+    };
+}
+
+/// MVFA-AD zero-shot with the official `{'seg_adapters', 'det_adapters'}` file read from bytes,
+/// against the official `test_zero.test`: the maps and image scores, min–max normalised over the
+/// four test images as the official test passes them on.
+pub async fn mvfa(device: &Device, tag: &str) {
+    use vlad_detect::mvfa::{Mvfa, MvfaOptions};
+    let cfg: serde_json::Value = serde_json::from_str(include_str!("../../../tests/fixtures/mvfa/config.json")).unwrap();
+    let model = hash_backbone(&cfg, device);
+    let file = WeightFile::from_bytes(mvfa_fixture!("adapters.pth").to_vec(), "adapters.pth").unwrap();
+    let weights = vlad_detect::mvfa::checkpoint::load_weight_file(&file, &model.config, device).unwrap();
+    let mut detector = Mvfa::from_weights(model, weights, MvfaOptions { image_size: Some(24), ..Default::default() }).unwrap();
+    detector.set_class("Brain").unwrap();
+    let pre = detector.preprocess();
+    let pngs: [&[u8]; 4] = [
+        mvfa_fixture!("data/Brain_AD/test/good/img/test_000.png"),
+        mvfa_fixture!("data/Brain_AD/test/good/img/test_001.png"),
+        mvfa_fixture!("data/Brain_AD/test/Ungood/img/test_000.png"),
+        mvfa_fixture!("data/Brain_AD/test/Ungood/img/test_001.png"),
+    ];
+    let images: Vec<Vec<f32>> = pngs.iter().map(|p| pre.to_chw(&vlad_imaging::decode_rgb(p).unwrap())).collect();
+    yield_to_browser().await;
+    let out = detector.detect(pre.batch(&images, device).unwrap()).unwrap();
+    let min_max = |v: Vec<f32>| -> Vec<f32> {
+        let (lo, hi) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+        v.iter().map(|x| (x - lo) / (hi - lo)).collect()
+    };
+    assert_close(&format!("{tag} MVFA map (set-normalised)"), &min_max(read_any(out.map).await), &npy(mvfa_fixture!("map_norm.npy")).1);
+    assert_close(&format!("{tag} MVFA image score (set-normalised)"), &min_max(read_any(out.image_score).await), &npy(mvfa_fixture!("score_norm.npy")).1);
+}

@@ -50,6 +50,9 @@ pub enum DetectorKind {
     /// AdaCLIP (hybrid static + dynamic prompts on both towers, HSF; needs `--checkpoint`).
     #[value(name = "ada-clip", alias = "adaclip")]
     AdaClip,
+    /// MVFA-AD zero-shot (multi-level adapters modifying the stream, medical; needs `--checkpoint`).
+    #[value(name = "mvfa", alias = "mvfa-ad")]
+    Mvfa,
 }
 
 /// `--adaclip-kmeans`: how HSF's k-means is seeded.
@@ -233,6 +236,9 @@ pub struct DetectorArgs {
     /// rule B, as the official model at 518).
     #[arg(long)]
     pub adaclip_keep_activation: bool,
+    /// mvfa: input side (default 240, `--img_size` of the official scripts).
+    #[arg(long)]
+    pub mvfa_image_size: Option<usize>,
 }
 
 /// Builds the detector on `device` (class not set yet).
@@ -392,6 +398,15 @@ pub fn build_detector(args: &DetectorArgs, device: &Device) -> Result<Box<dyn De
                 seeding: Some(seeding),
             };
             Box::new(AdaClip::from_weights(model, weights, options)?)
+        }
+        DetectorKind::Mvfa => {
+            use vlad_detect::mvfa::{Mvfa, MvfaOptions};
+            let [checkpoint] = args.checkpoint.as_slice() else {
+                bail!("mvfa needs exactly one --checkpoint file (a released ckpt/zero-shot/<obj>.pth), got {}", args.checkpoint.len());
+            };
+            let file = vlad_detect::mvfa::checkpoint::open(checkpoint)?;
+            let weights = vlad_detect::mvfa::checkpoint::load_weight_file(&file, &model.config, device)?;
+            Box::new(Mvfa::from_weights(model, weights, MvfaOptions { image_size: args.mvfa_image_size, ..Default::default() })?)
         }
     })
 }

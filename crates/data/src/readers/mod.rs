@@ -8,13 +8,15 @@
 //!    `meta_mvtec.json`, …) → that file; several → an error listing them (name one with `--meta`);
 //! 3. `<root>/split_csv/1cls.csv` exists → VisA;
 //! 4. exactly one `<root>/*.jsonl` → AA-CLIP JSON Lines;
-//! 5. some `<root>/<class>/test/` folder exists → MVTec layout;
-//! 6. `<root>/good/` or `<root>/ok/`, or such a folder one level down → plain folder layout;
-//! 7. otherwise an error saying what was looked for.
+//! 5. `<root>/test/{good,Ungood}/img/` or such a folder one level down → the BMAD medical layout (MVFA);
+//! 6. some `<root>/<class>/test/` folder exists → MVTec layout;
+//! 7. `<root>/good/` or `<root>/ok/`, or such a folder one level down → plain folder layout;
+//! 8. otherwise an error saying what was looked for.
 //!
 //! Metadata files win over folder layouts because they are the curated list the papers evaluate (for example
 //! Bayes-PFL's balanced KSDD2 subsample lives in a folder tree that holds more images than its `meta.json`).
 
+pub mod bmad;
 pub mod fs;
 pub mod meta;
 pub mod mvtec;
@@ -22,6 +24,7 @@ pub mod visa;
 
 use std::path::{Path, PathBuf};
 
+pub use bmad::{SeedLine, fewshot_samples, parse_fewshot_seed, read_bmad};
 pub use meta::{MetaEntry, parse_jsonl, parse_meta_json, read_jsonl, read_meta_json, write_meta_json};
 pub use mvtec::{read_folder, read_mvtec};
 pub use visa::{DEFAULT_SPLIT_CSV, parse_visa_csv, read_visa};
@@ -51,9 +54,10 @@ impl std::str::FromStr for FormatChoice {
             "meta" | "meta-json" | "meta.json" => FormatChoice::Fixed(DatasetFormat::MetaJson),
             "jsonl" | "aa-clip" => FormatChoice::Fixed(DatasetFormat::Jsonl),
             "folder" | "plain" => FormatChoice::Fixed(DatasetFormat::Folder),
+            "bmad" | "mvfa" | "medical" => FormatChoice::Fixed(DatasetFormat::Bmad),
             other => {
                 return Err(DataError::Argument(format!(
-                    "unknown dataset format {other:?} (expected auto, mvtec, visa, meta-json, jsonl or folder)"
+                    "unknown dataset format {other:?} (expected auto, mvtec, visa, meta-json, jsonl, folder or bmad)"
                 )));
             }
         })
@@ -80,6 +84,7 @@ pub fn open_dataset(root: &Path, options: &OpenOptions) -> Result<DatasetIndex, 
     match format {
         DatasetFormat::Mvtec => read_mvtec(root),
         DatasetFormat::Folder => read_folder(root),
+        DatasetFormat::Bmad => read_bmad(root),
         DatasetFormat::Visa => read_visa(root, options.visa_split_csv.as_deref()),
         DatasetFormat::MetaJson => {
             let path = match metadata {
@@ -131,6 +136,9 @@ pub fn detect_format(
         return Ok((DatasetFormat::Jsonl, Some(jsonl)));
     }
     let listing = fs::list_dir(root)?;
+    if bmad::is_bmad_dataset(root) || listing.dirs.iter().any(|d| bmad::is_bmad_dataset(d)) {
+        return Ok((DatasetFormat::Bmad, None));
+    }
     if listing.dirs.iter().any(|d| d.join("test").is_dir()) {
         return Ok((DatasetFormat::Mvtec, None));
     }
@@ -141,7 +149,7 @@ pub fn detect_format(
     Err(DataError::Layout {
         path: root.to_path_buf(),
         message: "cannot detect the dataset format: no meta.json / meta_*.json, no split_csv/1cls.csv, no *.jsonl, \
-                  no <class>/test/ folder and no good/ folder; pass --format and --meta"
+                  no <Obj>_AD/test/ folder, no <class>/test/ folder and no good/ folder; pass --format and --meta"
             .into(),
     })
 }

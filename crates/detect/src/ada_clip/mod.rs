@@ -246,6 +246,8 @@ pub struct ImageFeatures {
     pub cls: Tensor<2>,
     /// `n(patch_token_layer[l](tap_l))`, CLS dropped.
     pub patches: Vec<Tensor<3>>,
+    /// The dynamic visual prompts `[B, len, D]` (before the static ones are added).
+    pub dynamic_visual: Tensor<3>,
     /// The dynamic text prompts.
     pub dynamic_text: Tensor<3>,
 }
@@ -267,6 +269,7 @@ pub fn image_features(model: &ClipModel, learned: &AdaClipLearned, config: &AdaC
         })
         .collect::<Result<Vec<_>, DetectError>>()?;
     let prompts = VisualPrompts { layers };
+    let dynamic_visual = dyn_v.clone();
     let out = model.visual.forward(pixels, VisionForward { taps: &config.taps, prompts: Some(&prompts), ..Default::default() })?;
     let pooled = model.visual.pool(out.last);
     let cls = l2_normalize(learned.cls_token_layer.forward(pooled));
@@ -279,7 +282,7 @@ pub fn image_features(model: &ClipModel, learned: &AdaClipLearned, config: &AdaC
             l2_normalize(head.forward(tap.slice([0..b, 1..t, 0..d])))
         })
         .collect();
-    Ok(ImageFeatures { cls, patches, dynamic_text: dyn_t })
+    Ok(ImageFeatures { cls, patches, dynamic_visual, dynamic_text: dyn_t })
 }
 
 /// Per-tap logits `100·u·T` `[G², 2]` of one image's patches `[G², E]`.
