@@ -37,10 +37,15 @@ trap 'rm -rf "$scratch"' EXIT
 # --use-angle=swiftshader: it makes pages hang; --enable-unsafe-webgpu alone gives SwiftShader's adapter.
 # The JSON sits at a fixed path and the runner's variables are set for both cargo commands: the
 # wasm-bindgen macros track them, and different values would recompile vlad-web between the two.
+# The runner polls the page with synchronous scripts, which ChromeDriver gives up on after the
+# W3C script timeout (30 s by default, 'Timed out receiving message from renderer: 30.000'); a GPU
+# detection's first submission on SwiftShader (every kernel compiled to WGSL on the page's thread)
+# can hold the page longer than that, so the session gets ten minutes, as the tests do.
 mkdir -p "$scratch/chromium-profile" "$CARGO_TARGET_DIR/browser-tests"
 webdriver_json="$CARGO_TARGET_DIR/browser-tests/webdriver.json"
 cat > "$webdriver_json" <<JSON
 {
+  "timeouts": {"script": 600000, "pageLoad": 600000},
   "goog:chromeOptions": {
     "binary": "$CHROMIUM",
     "args": ["--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--no-first-run",
