@@ -16,7 +16,7 @@ echo "== backbone and detector parity on wgpu (Vulkan; lavapipe on a machine wit
 VLAD_TEST_BACKEND=wgpu cargo test "${features[@]}" --test clip_parity --test clip_components \
   --test postprocess_parity --test zero_shot_parity --test winclip_parity \
   --test aa_clip_parity --test aa_clip_train --test bayes_pfl_parity --test bayes_pfl_train --test bayes_pfl_import \
-  --test vand_parity --test clip_ad_parity --test anomaly_clip_parity --test ada_clip_parity --test mvfa_parity
+  --test vand_parity --test clip_ad_parity --test anomaly_clip_parity --test ada_clip_parity --test mvfa_parity --test mvfa_train
 
 # The CUDA backend must keep compiling though no CUDA machine is here: DOCS_RS=1 makes burn's
 # CUDA build skip its LLVM bundle download (GitHub is out of reach); nothing is linked or run.

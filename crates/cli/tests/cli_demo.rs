@@ -70,6 +70,48 @@ fn demo_runs_end_to_end_on_the_random_backbone() {
     assert_eq!(records[0]["decision"], "Improved");
     assert!(pfl.join("epoch_post_2_1.bpk").is_file());
 
+    // MVFA-AD few-shot (shots from the test split, the official selection on that test split) and zero-shot
+    // (selected on --val-data), then evaluated with and without the few-shot memory.
+    let weights = out.join("backbone-random-tiny.bpk");
+    let data = out.join("data");
+    let mvfa = |extra: &[&str], dir: &str| {
+        Command::new(env!("CARGO_BIN_EXE_vlad"))
+            .args(["train", "mvfa", "--weights", weights.to_str().unwrap(), "--data", data.to_str().unwrap(), "--epochs", "2", "--image-size", "64"])
+            .args(extra)
+            .args(["--out", out.join(dir).to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let few = mvfa(&["--classes", "washer", "--shots", "1", "--shots-split", "test", "--select-on-target-test"], "mvfa-few");
+    assert!(few.status.success(), "{}", String::from_utf8_lossy(&few.stderr));
+    let selections: Vec<Value> = std::fs::read_to_string(out.join("mvfa-few/selections.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(selections.len(), 2, "one scoring per epoch");
+    for s in &selections {
+        let class = &s["classes"][0];
+        assert_eq!(class["class_name"], "washer");
+        assert!(class["images"].as_u64().unwrap() >= 2 && (0.0..=1.0).contains(&class["pixel_auroc"].as_f64().unwrap()), "{s}");
+    }
+    assert!(out.join("mvfa-few/best.safetensors").is_file() && out.join("mvfa-few/last.safetensors").is_file());
+    // Several classes are refused for few-shot, and an existing run is not replaced without --force.
+    let refused = mvfa(&["--shots", "1", "--shots-split", "test"], "mvfa-few");
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("one class at a time"), "{}", String::from_utf8_lossy(&refused.stderr));
+    let refused = mvfa(&["--classes", "washer", "--shots", "1", "--shots-split", "test"], "mvfa-few");
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("already exists"), "{}", String::from_utf8_lossy(&refused.stderr));
+    let zero = mvfa(&["--protocol", "zero-shot", "--classes", "weave", "--max-steps", "2", "--val-data", data.to_str().unwrap(), "--val-classes", "pill"], "mvfa-zero");
+    assert!(zero.status.success(), "{}", String::from_utf8_lossy(&zero.stderr));
+    let zero_scorings = std::fs::read_to_string(out.join("mvfa-zero/selections.jsonl")).unwrap().lines().count();
+    assert!(zero_scorings >= 2, "zero-shot scores within each epoch, got {zero_scorings}");
+    for shots in [None, Some("1")] {
+        let mut eval = Command::new(env!("CARGO_BIN_EXE_vlad"));
+        eval.args(["eval", "--detector", "mvfa", "--checkpoint", out.join("mvfa-few/best.safetensors").to_str().unwrap(), "--weights", weights.to_str().unwrap()])
+            .args(["--data", data.to_str().unwrap(), "--classes", "washer", "--out", out.join("mvfa-eval.json").to_str().unwrap(), "--force"]);
+        if let Some(k) = shots {
+            eval.args(["--shots", k]);
+        }
+        let run = eval.output().unwrap();
+        assert!(run.status.success(), "mvfa eval (shots {shots:?}): {}", String::from_utf8_lossy(&run.stderr));
+    }
+
     // A rerun replaces the demo's own folder; a folder it did not write is refused untouched.
     let foreign = scratch("foreign");
     std::fs::create_dir_all(&foreign).unwrap();

@@ -121,7 +121,7 @@ impl Detector for MeanImageBaseline {
         let image_score = map.clone().reshape([b, s * s]).max_dim(1).reshape([b]);
         let (p, g) = (self.config.patch, self.grid());
         let patch_map = map.clone().reshape([b, g, p, g, p]).mean_dim(4).mean_dim(2).reshape([b, g, g]);
-        Ok(Detection { image_score, map, patch_map, components: vec![] })
+        Ok(Detection { image_score, map, patch_map, map_components: vec![], components: vec![] })
     }
 
     /// Measures the per-pixel mean and standard deviation of `[K ≥ 1, 3, S, S]` normal images.

@@ -60,6 +60,9 @@ pub struct Detection {
     /// Named raw components of the image score that the official per-set fusion uses
     /// (e.g. `("det", …)` for AA-CLIP, `("text", …)` for Bayes-PFL), each `[B]`.
     pub components: Vec<(String, Tensor<1>)>,
+    /// Named raw maps `[B, S, S]` that the official per-set fusion mixes ([`SetFusion::MapMix`]:
+    /// MVFA's few-shot `("zero", …)` and `("few", …)`); empty for most detectors.
+    pub map_components: Vec<(String, Tensor<3>)>,
 }
 
 /// Statistic of a map that enters an image score.
@@ -94,6 +97,17 @@ pub enum SetFusion {
         /// Min–max normalise the component over the class too (AA-CLIP, Bayes-PFL, CLIP-AD); VAND
         /// adds its text probability as it is.
         normalize_component: bool,
+    },
+    /// Named maps ([`Detection::map_components`]) each min–max normalised over every pixel of the
+    /// class and mixed, `Σ wᵢ · mm(mapᵢ)`: the fused maps the pixel metrics are reported on. The
+    /// image score is the maximum of the fused map when `components` is empty, else the mix
+    /// `Σ wⱼ · mm(componentⱼ)` of named score components (MVFA few-shot: the seg head mixes
+    /// `zero`/`few` maps 0.5/0.5 and takes the maximum; the det head mixes `det`/`few_det` scores).
+    MapMix {
+        /// `(map component, weight)`.
+        maps: Vec<(String, f32)>,
+        /// `(score component, weight)`; empty: the maximum of the fused map.
+        components: Vec<(String, f32)>,
     },
 }
 

@@ -293,7 +293,7 @@ impl Detector for WinClip {
         };
         let patch_map = tokens_to_grid(patch_scores, g);
         let map = apply_square(patch_map.clone(), &AxisMap::bilinear(g, self.image_size(), false));
-        Ok(Detection { image_score, map, patch_map, components })
+        Ok(Detection { image_score, map, patch_map, map_components: vec![], components })
     }
 
     /// Stores the patch tokens and window embeddings of `normal` `[K, 3, S, S]` (replacing any

@@ -131,6 +131,6 @@ impl Detector for ZeroShotClip {
             axis = AxisMap::gaussian_scipy(s, sigma, 4.0).after(&axis);
         }
         let map = apply_square(patch_map.clone(), &axis);
-        Ok(Detection { image_score, map, patch_map, components: vec![] })
+        Ok(Detection { image_score, map, patch_map, map_components: vec![], components: vec![] })
     }
 }

@@ -20,12 +20,7 @@ const DIR: &str = "mvfa";
 const S: usize = 24;
 
 fn detector() -> Mvfa {
-    let model = hash_backbone(&json(DIR, "config.json"), &device());
-    let weights = checkpoint::load_weight_file(&checkpoint::open(&linear_common::fixture(DIR, "adapters.pth")).unwrap(), &model.config, &device()).unwrap();
-    assert_eq!((weights.config.taps.clone(), weights.config.bottleneck), (vec![6, 12, 18, 24], 32));
-    let mut mvfa = Mvfa::from_weights(model, weights, MvfaOptions { image_size: Some(S), ..Default::default() }).unwrap();
-    mvfa.set_class("Brain").unwrap();
-    mvfa
+    linear_common::mvfa_detector()
 }
 
 /// `MedTestDataset`'s order: the normal images sorted, then the anomalous ones sorted.
@@ -79,4 +74,72 @@ fn checkpoints_round_trip_and_bad_files_are_named() {
     let file = WeightFile::from_bytes(vlad_detect::checkpoint_io::safetensors_bytes(&half, &Default::default()).unwrap(), "seg-only.pth").unwrap();
     let e = checkpoint::load_weight_file(&file, &mvfa.model().config, &device()).err().map(|e| e.to_string()).unwrap();
     assert!(e.contains("seg-only.pth") && e.contains("not an MVFA checkpoint"), "{e}");
+}
+
+/// The normal shots of the seed list's `n-0:` line (`MedDataset.get_few_normal`, `--iterate 0`).
+fn normal_shots(mvfa: &Mvfa) -> Tensor<4> {
+    let root = linear_common::fixture(DIR, "data/Brain_AD/valid/good/img");
+    let pre = mvfa.preprocess();
+    let chw: Vec<Vec<f32>> = ["valid_000.png", "valid_001.png"].iter().map(|p| pre.load(&root.join(p)).unwrap()).collect();
+    pre.batch(&chw, &device()).unwrap()
+}
+
+/// `0.5·mm(a) + 0.5·mm(b)`, each min–max over all its values (test_few.py's fusion).
+fn half_and_half(a: &[f32], b: &[f32]) -> Vec<f32> {
+    min_max(a).iter().zip(min_max(b)).map(|(x, y)| 0.5 * x + 0.5 * y).collect()
+}
+
+#[test]
+fn augmentation_matches_utils_augment() {
+    let mvfa = detector();
+    let augmented = vlad_detect::mvfa::augment::augment(normal_shots(&mvfa));
+    assert_eq!(augmented.dims(), [22, 3, S, S]);
+    assert_close("augment(fewshot_norm_img): rotations, translations (reflection padding), flips", &values(augmented), &npy(DIR, "few_augmented.npy").1, TOL);
+}
+
+#[test]
+fn few_shot_maps_and_scores_match_test_few() {
+    let rows: serde_json::Value = json(DIR, "few_memory_rows.json");
+    // Segmentation head (Brain: CLASS_INDEX 3).
+    let mut mvfa = detector();
+    assert_eq!(mvfa.head(), vlad_detect::mvfa::MvfaHead::Segmentation);
+    mvfa.fit_reference(normal_shots(&mvfa)).unwrap();
+    let memory = mvfa.memory().unwrap();
+    for (tap, (seg, det)) in memory.seg.iter().zip(&memory.det).enumerate() {
+        assert_eq!(seg.dims()[0] as u64, rows["seg"][tap][0].as_u64().unwrap(), "seg memory rows of tap {tap}");
+        assert_eq!(det.dims()[0] as u64, rows["det"][tap][0].as_u64().unwrap(), "det memory rows of tap {tap}");
+    }
+    let out = mvfa.detect(images(&mvfa)).unwrap();
+    let component = |name: &str| values(out.map_components.iter().find(|(n, _)| n == name).unwrap().1.clone());
+    let fused = half_and_half(&component("zero"), &component("few"));
+    assert_close("fused maps 0.5·mm(zero) + 0.5·mm(few)", &fused, &npy(DIR, "few_seg_map.npy").1, TOL);
+    let maxima: Vec<f32> = fused.chunks(S * S).map(|m| m.iter().copied().fold(f32::NEG_INFINITY, f32::max)).collect();
+    assert_close("segmentation-head image scores (fused maxima)", &maxima, &npy(DIR, "few_seg_score.npy").1, TOL);
+    match mvfa.set_fusion() {
+        vlad_detect::SetFusion::MapMix { maps, components } => {
+            assert_eq!(maps, vec![("zero".to_string(), 0.5), ("few".to_string(), 0.5)]);
+            assert!(components.is_empty());
+        }
+        other => panic!("segmentation head fusion {other:?}"),
+    }
+    // The deployable map is the raw sum; its maximum the single-image score.
+    let raw: Vec<f32> = component("zero").iter().zip(component("few")).map(|(a, b)| a + b).collect();
+    assert_close("single-image map zero + few", &values(out.map), &raw, 1e-6);
+
+    // Classification head (test_few's CLASS_INDEX < 0 branch on the same images).
+    let model = hash_backbone(&json(DIR, "config.json"), &device());
+    let weights = checkpoint::load_weight_file(&checkpoint::open(&linear_common::fixture(DIR, "adapters.pth")).unwrap(), &model.config, &device()).unwrap();
+    let options = MvfaOptions { image_size: Some(S), head: Some(vlad_detect::mvfa::MvfaHead::Classification), ..Default::default() };
+    let mut mvfa = Mvfa::from_weights(model, weights, options).unwrap();
+    mvfa.set_class("Brain").unwrap();
+    mvfa.fit_reference(normal_shots(&mvfa)).unwrap();
+    let out = mvfa.detect(images(&mvfa)).unwrap();
+    let component = |name: &str| values(out.components.iter().find(|(n, _)| n == name).unwrap().1.clone());
+    let fused = half_and_half(&component("det"), &component("few_det"));
+    assert_close("classification-head scores 0.5·mm(det) + 0.5·mm(few_det)", &fused, &npy(DIR, "few_det_score.npy").1, TOL);
+    // A new class drops the memory of the old one.
+    mvfa.set_class("Liver").unwrap();
+    assert!(mvfa.memory().is_none());
+    let bad = mvfa.fit_reference(Tensor::zeros([1, 3, S + 1, S + 1], &device())).err().map(|e| e.to_string()).unwrap();
+    assert!(bad.contains("[1, 3, 25, 25]") && bad.contains("24"), "{bad}");
 }

@@ -106,6 +106,18 @@ pub enum AveragingChoice {
     Normalized,
 }
 
+/// `--mvfa-head`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MvfaHeadChoice {
+    /// By class name, as `CLASS_INDEX` of `test_few.py` (Retina_OCT2017, Chest, Histopathology
+    /// classify; everything else segments).
+    Auto,
+    /// The `seg` adapters: fused maps, image score their maximum.
+    Seg,
+    /// The `det` adapters: image scores from `det` and the mean few-shot map.
+    Det,
+}
+
 /// Which detector, its options and its backbone.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DetectorArgs {
@@ -239,6 +251,9 @@ pub struct DetectorArgs {
     /// mvfa: input side (default 240, `--img_size` of the official scripts).
     #[arg(long)]
     pub mvfa_image_size: Option<usize>,
+    /// mvfa with --shots: which adapters score the few-shot memory.
+    #[arg(long, value_enum, default_value_t = MvfaHeadChoice::Auto)]
+    pub mvfa_head: MvfaHeadChoice,
 }
 
 /// Builds the detector on `device` (class not set yet).
@@ -406,7 +421,12 @@ pub fn build_detector(args: &DetectorArgs, device: &Device) -> Result<Box<dyn De
             };
             let file = vlad_detect::mvfa::checkpoint::open(checkpoint)?;
             let weights = vlad_detect::mvfa::checkpoint::load_weight_file(&file, &model.config, device)?;
-            Box::new(Mvfa::from_weights(model, weights, MvfaOptions { image_size: args.mvfa_image_size, ..Default::default() })?)
+            let head = match args.mvfa_head {
+                MvfaHeadChoice::Auto => None,
+                MvfaHeadChoice::Seg => Some(vlad_detect::mvfa::MvfaHead::Segmentation),
+                MvfaHeadChoice::Det => Some(vlad_detect::mvfa::MvfaHead::Classification),
+            };
+            Box::new(Mvfa::from_weights(model, weights, MvfaOptions { image_size: args.mvfa_image_size, head, ..Default::default() })?)
         }
     })
 }
@@ -462,6 +482,8 @@ pub struct HostDetection {
     pub side: usize,
     /// Named score components, each `[B]`.
     pub components: Vec<(String, Vec<f32>)>,
+    /// Named map components, each `[B, S·S]` ([`vlad_detect::Detection::map_components`]).
+    pub map_components: Vec<(String, Vec<f32>)>,
 }
 
 /// Runs the detector on `pixels` `[B, 3, S, S]` and reads the results back.
@@ -469,7 +491,8 @@ pub fn detect_host(detector: &dyn Detector, pixels: Tensor<4>) -> Result<HostDet
     let out = detector.detect(pixels)?;
     let side = out.map.dims()[1];
     let components = out.components.into_iter().map(|(name, t)| Ok((name, host_values(t)?))).collect::<Result<Vec<_>>>()?;
-    Ok(HostDetection { scores: host_values(out.image_score)?, maps: host_values(out.map)?, side, components })
+    let map_components = out.map_components.into_iter().map(|(name, t)| Ok((name, host_values(t)?))).collect::<Result<Vec<_>>>()?;
+    Ok(HostDetection { scores: host_values(out.image_score)?, maps: host_values(out.map)?, side, components, map_components })
 }
 
 /// What was done with the normal reference images.

@@ -399,55 +399,111 @@ fn min_max_normalize(x: f32, (lo, hi): (f32, f32)) -> f32 {
     if hi > lo { (x - lo) / (hi - lo) } else { 0.0 }
 }
 
-/// The fused image scores of one class under `fusion` (`SetFusion` documents the formula): the
-/// `n` maps of `image_len` values are min–max normalised over the class (every pixel together, or
-/// through their statistics, as `MapRange` says), the named component too when the fusion asks,
-/// then `map_weight · stat + component_weight · component`. `None` for `SetFusion::None`.
+/// What a set fusion gives for one class: the fused image scores and, when the fusion mixes maps
+/// ([`SetFusion::MapMix`]), the fused maps the pixel metrics are reported on.
+#[derive(Debug)]
+struct Fused {
+    scores: Vec<f32>,
+    maps: Option<Vec<f32>>,
+}
+
+/// The fused image scores of one class under `fusion` (`SetFusion` documents the formula). For
+/// `MinMax`: the `n` maps of `image_len` values are min–max normalised over the class (every pixel
+/// together, or through their statistics, as `MapRange` says), the named component too when the
+/// fusion asks, then `map_weight · stat + component_weight · component`. For `MapMix`: the named
+/// map components, each normalised over all pixels of the class, mixed into fused maps; the image
+/// score is their maximum or the mix of the normalised named score components. `None` for
+/// `SetFusion::None`.
 fn fused_scores(
     fusion: &SetFusion,
     maps: &[f32],
     image_len: usize,
     components: &BTreeMap<String, Vec<f32>>,
-) -> Result<Option<Vec<f32>>> {
-    let SetFusion::MinMax { component, map_weight, component_weight, statistic, map_range, normalize_component } = fusion else {
+    map_components: &BTreeMap<String, Vec<f32>>,
+) -> Result<Option<Fused>> {
+    if matches!(fusion, SetFusion::None) {
         return Ok(None);
-    };
+    }
     if image_len == 0 || maps.is_empty() || !maps.len().is_multiple_of(image_len) {
         bail!("internal: {} map values do not form maps of {image_len}", maps.len());
     }
     let n = maps.len() / image_len;
-    let statistic_of = |map: &[f32]| match *statistic {
-        MapStatistic::Max => map.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-        MapStatistic::TopKMean(k) => top_k_mean(map, image_len, k)[0],
-    };
-    let stats: Vec<f32> = match map_range {
-        MapRange::AllPixels => {
-            let range = min_max(maps);
-            maps.par_chunks(image_len)
-                .map(|map| statistic_of(&map.iter().map(|&v| min_max_normalize(v, range)).collect::<Vec<_>>()))
-                .collect()
+    let component = |name: &str| -> Result<&Vec<f32>> {
+        let values = components.get(name).with_context(|| {
+            format!(
+                "the detector's set fusion uses the score component `{name}`, which its detections do not provide (they have: {})",
+                components.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        if values.len() != n {
+            bail!("internal: component `{name}` has {} values for {n} images", values.len());
         }
-        MapRange::Statistics => {
-            let raw: Vec<f32> = maps.par_chunks(image_len).map(statistic_of).collect();
-            let range = min_max(&raw);
-            raw.iter().map(|&v| min_max_normalize(v, range)).collect()
+        Ok(values)
+    };
+    match fusion {
+        SetFusion::None => Ok(None),
+        SetFusion::MinMax { component: name, map_weight, component_weight, statistic, map_range, normalize_component } => {
+            let statistic_of = |map: &[f32]| match *statistic {
+                MapStatistic::Max => map.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                MapStatistic::TopKMean(k) => top_k_mean(map, image_len, k)[0],
+            };
+            let stats: Vec<f32> = match map_range {
+                MapRange::AllPixels => {
+                    let range = min_max(maps);
+                    maps.par_chunks(image_len)
+                        .map(|map| statistic_of(&map.iter().map(|&v| min_max_normalize(v, range)).collect::<Vec<_>>()))
+                        .collect()
+                }
+                MapRange::Statistics => {
+                    let raw: Vec<f32> = maps.par_chunks(image_len).map(statistic_of).collect();
+                    let range = min_max(&raw);
+                    raw.iter().map(|&v| min_max_normalize(v, range)).collect()
+                }
+            };
+            let Some(name) = name else {
+                return Ok(Some(Fused { scores: stats.iter().map(|&s| map_weight * s).collect(), maps: None }));
+            };
+            let values = component(name)?;
+            let component_range = min_max(values);
+            let component_of = |c: f32| if *normalize_component { min_max_normalize(c, component_range) } else { c };
+            Ok(Some(Fused { scores: stats.iter().zip(values).map(|(&s, &c)| map_weight * s + component_weight * component_of(c)).collect(), maps: None }))
         }
-    };
-    let Some(name) = component else {
-        return Ok(Some(stats.iter().map(|&s| map_weight * s).collect()));
-    };
-    let values = components.get(name).with_context(|| {
-        format!(
-            "the detector's set fusion uses the score component `{name}`, which its detections do not provide (they have: {})",
-            components.keys().cloned().collect::<Vec<_>>().join(", ")
-        )
-    })?;
-    if values.len() != n {
-        bail!("internal: component `{name}` has {} values for {n} images", values.len());
+        SetFusion::MapMix { maps: mixed, components: mixed_components } => {
+            if mixed.is_empty() && mixed_components.is_empty() {
+                bail!("internal: a map mix of nothing");
+            }
+            let mut fused_maps: Option<Vec<f32>> = None;
+            for (name, weight) in mixed {
+                let values = map_components.get(name).with_context(|| {
+                    format!(
+                        "the detector's set fusion mixes the map `{name}`, which its detections do not provide (they have: {})",
+                        if map_components.is_empty() { "none".to_string() } else { map_components.keys().cloned().collect::<Vec<_>>().join(", ") }
+                    )
+                })?;
+                if values.len() != maps.len() {
+                    bail!("internal: map component `{name}` has {} values for {} map values", values.len(), maps.len());
+                }
+                let range = min_max(values);
+                let acc = fused_maps.get_or_insert_with(|| vec![0.0; maps.len()]);
+                acc.par_iter_mut().zip(values.par_iter()).for_each(|(a, &v)| *a += weight * min_max_normalize(v, range));
+            }
+            let scores = if mixed_components.is_empty() {
+                let fused = fused_maps.as_ref().expect("maps to mix");
+                fused.par_chunks(image_len).map(|m| m.iter().copied().fold(f32::NEG_INFINITY, f32::max)).collect()
+            } else {
+                let mut scores = vec![0.0f32; n];
+                for (name, weight) in mixed_components {
+                    let values = component(name)?;
+                    let range = min_max(values);
+                    for (s, &v) in scores.iter_mut().zip(values) {
+                        *s += weight * min_max_normalize(v, range);
+                    }
+                }
+                scores
+            };
+            Ok(Some(Fused { scores, maps: fused_maps }))
+        }
     }
-    let component_range = min_max(values);
-    let component_of = |c: f32| if *normalize_component { min_max_normalize(c, component_range) } else { c };
-    Ok(Some(stats.iter().zip(values).map(|(&s, &c)| map_weight * s + component_weight * component_of(c)).collect()))
 }
 
 /// How the fusion is described in the results.
@@ -469,6 +525,12 @@ struct FusionRecord {
     map_range: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     component_normalized: Option<bool>,
+    /// `MapMix`: the mixed maps and their weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mixed_maps: Option<Vec<(String, f32)>>,
+    /// `MapMix`: the mixed score components and their weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mixed_components: Option<Vec<(String, f32)>>,
     note: &'static str,
 }
 
@@ -494,8 +556,24 @@ impl FusionRecord {
                     MapRange::Statistics => "the per-image statistics of the class",
                 }),
                 component_normalized: component.as_ref().map(|_| *normalize_component),
+                mixed_maps: None,
+                mixed_components: None,
                 note: "image metrics use the transductive per-class fused score (parity with the papers); \
                        `deployable` holds the metrics of the raw single-image score",
+            },
+            SetFusion::MapMix { maps, components } => Self {
+                requested,
+                applied: "map-mix",
+                component: None,
+                map_weight: None,
+                component_weight: None,
+                map_statistic: components.is_empty().then(|| "max".to_string()),
+                map_range: Some("all pixels of the class, per mixed map"),
+                component_normalized: (!components.is_empty()).then_some(true),
+                mixed_maps: Some(maps.clone()),
+                mixed_components: Some(components.clone()),
+                note: "image and pixel metrics use the transductive per-class fused maps and scores (parity with the papers); \
+                       `deployable` holds the metrics of the raw single-image maps and scores",
             },
             SetFusion::None => Self {
                 requested,
@@ -506,6 +584,8 @@ impl FusionRecord {
                 map_statistic: None,
                 map_range: None,
                 component_normalized: None,
+                mixed_maps: None,
+                mixed_components: None,
                 note: match choice {
                     FusionChoice::Official => "the detector defines no set fusion: image metrics use its raw single-image score",
                     FusionChoice::None => "image metrics use the raw single-image score",
@@ -722,6 +802,8 @@ struct ClassScores {
     scores: Vec<f32>,
     labels: Vec<bool>,
     components: BTreeMap<String, Vec<f32>>,
+    /// Map components (`[n·S·S]` each) when the detector provides them.
+    map_components: BTreeMap<String, Vec<f32>>,
     records: Vec<ImageRecord>,
 }
 
@@ -741,20 +823,19 @@ struct ClassOutcome {
     curves: Option<ClassCurves>,
 }
 
-/// Image and pixel metrics of one class (and the curves when `curves` is set).
-fn class_metrics(
+/// The pixel metrics of one class's maps (and the PRO curve when `want_curves`), with the
+/// evaluator kept for the ROC/PR curves.
+fn pixel_metrics_of<'a>(
     class: &str,
-    scored: &ClassScores,
-    fused: Option<&[f32]>,
+    maps: &'a [f32],
+    masks: &'a [u8],
+    shape: MapShape,
     pro: Option<ProConvention>,
-    ap: ApConvention,
-    curves: bool,
-) -> Result<ClassOutcome> {
-    let n = scored.labels.len();
-    let shape = MapShape::new(n, scored.side, scored.side);
-    let evaluator = PixelEvaluator::new(&scored.maps, &scored.masks, shape).with_context(|| format!("pixel metrics of class {class}"))?;
+    want_curves: bool,
+) -> Result<(PixelMetrics, Option<ProCurve>, PixelEvaluator<'a, u8>)> {
+    let evaluator = PixelEvaluator::new(maps, masks, shape).with_context(|| format!("pixel metrics of class {class}"))?;
     let (aupro, regions, pro_curve) = match pro {
-        Some(convention) if curves => {
+        Some(convention) if want_curves => {
             let (curve, regions) = evaluator.pro_curve(convention);
             (curve.as_ref().and_then(|c| c.aupro), Some(regions), curve)
         }
@@ -764,15 +845,38 @@ fn class_metrics(
         }
         None => (None, None, None),
     };
-    let pixel = PixelMetrics { binary: evaluator.binary_metrics(), aupro, pro_convention: pro, regions };
+    Ok((PixelMetrics { binary: evaluator.binary_metrics(), aupro, pro_convention: pro, regions }, pro_curve, evaluator))
+}
+
+/// Image and pixel metrics of one class (and the curves when `curves` is set). With a fusion,
+/// `reported` uses the fused scores (and fused maps when the fusion mixes maps), `deployable` the
+/// raw ones.
+fn class_metrics(
+    class: &str,
+    scored: &ClassScores,
+    fused: Option<&Fused>,
+    pro: Option<ProConvention>,
+    ap: ApConvention,
+    curves: bool,
+) -> Result<ClassOutcome> {
+    let n = scored.labels.len();
+    let shape = MapShape::new(n, scored.side, scored.side);
+    let fused_maps = fused.and_then(|f| f.maps.as_deref());
+    let (pixel, pro_curve, evaluator) = pixel_metrics_of(class, fused_maps.unwrap_or(&scored.maps), &scored.masks, shape, pro, curves)?;
+    let regions = pixel.regions;
+    let raw_pixel = match fused_maps {
+        Some(_) => pixel_metrics_of(class, &scored.maps, &scored.masks, shape, pro, false)?.0,
+        None => pixel,
+    };
     let raw_image = vlad_metrics::binary_metrics(&scored.scores, &scored.labels).with_context(|| format!("image metrics of class {class}"))?;
-    let reported_scores = fused.unwrap_or(&scored.scores);
-    let image: BinaryMetrics = match fused {
+    let fused_scores = fused.map(|f| f.scores.as_slice());
+    let reported_scores = fused_scores.unwrap_or(&scored.scores);
+    let image: BinaryMetrics = match fused_scores {
         Some(f) => vlad_metrics::binary_metrics(f, &scored.labels).with_context(|| format!("fused image metrics of class {class}"))?,
         None => raw_image,
     };
     let reported = ClassMetrics::from_results(class, Some(&image), Some(&pixel), ap);
-    let deployable = fused.map(|_| ClassMetrics::from_results(class, Some(&raw_image), Some(&pixel), ap));
+    let deployable = fused.map(|_| ClassMetrics::from_results(class, Some(&raw_image), Some(&raw_pixel), ap));
     let curves = curves.then(|| ClassCurves {
         image_roc: vlad_metrics::roc_curve(reported_scores, &scored.labels).ok().flatten(),
         pixel_roc: evaluator.roc_curve().map(|c| c.downsample(PLOT_POINTS)),
@@ -991,6 +1095,7 @@ fn evaluate(args: &EvalArgs, build: impl FnOnce() -> Result<Box<dyn Detector>>) 
             (false, _) => "none",
             (true, SetFusion::None) if shots.is_some() => "official (decided after the references)",
             (true, SetFusion::None) => "none (the detector defines none)",
+            (true, SetFusion::MapMix { .. }) => "map mix (official)",
             (true, _) => "min-max (official)",
         },
     );
@@ -1082,6 +1187,12 @@ fn evaluate(args: &EvalArgs, build: impl FnOnce() -> Result<Box<dyn Detector>>) 
                     scored.components.entry(name.clone()).or_default().push(values[i]);
                     components.insert(name.clone(), values[i]);
                 }
+                for (name, values) in &out.map_components {
+                    if values.len() != out.maps.len() {
+                        bail!("internal: map component `{name}` has {} values for {} map values", values.len(), out.maps.len());
+                    }
+                    scored.map_components.entry(name.clone()).or_default().extend_from_slice(&values[i * area..(i + 1) * area]);
+                }
                 let map_file = match map_files.get(*sample_index) {
                     Some(path) => {
                         npy::write_f32(path, &[side, side], map, args.force)?;
@@ -1120,14 +1231,14 @@ fn evaluate(args: &EvalArgs, build: impl FnOnce() -> Result<Box<dyn Detector>>) 
             rows.push(record);
             continue;
         }
-        let fused = fused_scores(&fusion, &scored.maps, scored.side * scored.side, &scored.components)
+        let fused = fused_scores(&fusion, &scored.maps, scored.side * scored.side, &scored.components, &scored.map_components)
             .with_context(|| format!("class {class}: set fusion"))?;
         if let Some(f) = &fused {
-            for (r, &v) in scored.records.iter_mut().zip(f) {
+            for (r, &v) in scored.records.iter_mut().zip(&f.scores) {
                 r.fused_score = Some(v);
             }
         }
-        let outcome = progress.suspend(|| class_metrics(class, &scored, fused.as_deref(), pro, ap, args.plots.is_some()))?;
+        let outcome = progress.suspend(|| class_metrics(class, &scored, fused.as_ref(), pro, ap, args.plots.is_some()))?;
         if let (Some(dir), Some(curves)) = (&args.plots, &outcome.curves) {
             plots_written.extend(write_plots(dir, class, curves, &outcome.reported, pro)?);
         }
@@ -1258,7 +1369,7 @@ mod tests {
                 map_range: MapRange::AllPixels,
                 normalize_component: true,
             };
-            let got = fused_scores(&fusion, &maps, side * side, &components).unwrap().unwrap();
+            let got = fused_scores(&fusion, &maps, side * side, &components, &BTreeMap::new()).unwrap().unwrap().scores;
             let want = floats(&case["expected"]);
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() <= 2e-7, "{case}: {g} vs {w}");
@@ -1269,12 +1380,12 @@ mod tests {
     #[test]
     fn set_fusion_none_missing_component_and_constant_maps() {
         let components = BTreeMap::new();
-        assert!(fused_scores(&SetFusion::None, &[1.0; 4], 4, &components).unwrap().is_none());
+        assert!(fused_scores(&SetFusion::None, &[1.0; 4], 4, &components, &BTreeMap::new()).unwrap().is_none());
         let fusion = SetFusion::MinMax { component: Some("text".into()), map_weight: 0.5, component_weight: 0.5, statistic: MapStatistic::Max, map_range: MapRange::AllPixels, normalize_component: true };
-        let err = fused_scores(&fusion, &[1.0; 4], 2, &components).unwrap_err().to_string();
+        let err = fused_scores(&fusion, &[1.0; 4], 2, &components, &BTreeMap::new()).unwrap_err().to_string();
         assert!(err.contains("`text`"), "{err}");
         let only_map = SetFusion::MinMax { component: None, map_weight: 1.0, component_weight: 0.0, statistic: MapStatistic::Max, map_range: MapRange::AllPixels, normalize_component: true };
-        assert_eq!(fused_scores(&only_map, &[3.0; 4], 2, &components).unwrap().unwrap(), vec![0.0, 0.0]);
+        assert_eq!(fused_scores(&only_map, &[3.0; 4], 2, &components, &BTreeMap::new()).unwrap().unwrap().scores, vec![0.0, 0.0]);
     }
 
     /// VAND's few-shot fusion (`test.py`): `0.5·(text + minmax_class(max map))`, the range taken
@@ -1293,7 +1404,7 @@ mod tests {
             map_range: MapRange::Statistics,
             normalize_component: false,
         };
-        let got = fused_scores(&vand, &maps, 2, &components).unwrap().unwrap();
+        let got = fused_scores(&vand, &maps, 2, &components, &BTreeMap::new()).unwrap().unwrap().scores;
         for (g, w) in got.iter().zip([0.5 * 0.2, 0.5 * (0.4 + 1.0), 0.5 * (0.9 + 0.5)]) {
             assert!((g - w).abs() <= 1e-7, "{got:?}");
         }
@@ -1305,8 +1416,33 @@ mod tests {
             map_range: MapRange::AllPixels,
             normalize_component: false,
         };
-        let got = fused_scores(&all_pixels, &maps, 2, &components).unwrap().unwrap();
+        let got = fused_scores(&all_pixels, &maps, 2, &components, &BTreeMap::new()).unwrap().unwrap().scores;
         assert!((got[0] - 0.5 * (1.0 / 3.0 + 0.2)).abs() <= 1e-7, "{got:?}");
+    }
+
+    /// MVFA's few-shot fusion (`test_few.py`): each named map min–max normalised over every pixel
+    /// of the class, mixed 0.5/0.5; the image score the fused maximum (segmentation head) or the
+    /// mix of normalised score components (classification head).
+    #[test]
+    fn map_mix_normalises_each_map_over_the_class() {
+        // Two images of two pixels. zero: range [0, 4]; few: range [1, 3].
+        let maps = [9.0; 4];
+        let map_components = BTreeMap::from([("zero".to_string(), vec![0.0, 2.0, 4.0, 1.0]), ("few".to_string(), vec![3.0, 1.0, 2.0, 1.0])]);
+        let seg = SetFusion::MapMix { maps: vec![("zero".into(), 0.5), ("few".into(), 0.5)], components: vec![] };
+        let fused = fused_scores(&seg, &maps, 2, &BTreeMap::new(), &map_components).unwrap().unwrap();
+        let want_maps = [0.5 * 0.0 + 0.5 * 1.0, 0.5 * 0.5 + 0.0, 0.5 * 1.0 + 0.5 * 0.5, 0.5 * 0.25 + 0.0];
+        let got_maps = fused.maps.unwrap();
+        for (g, w) in got_maps.iter().zip(want_maps) {
+            assert!((g - w).abs() <= 1e-7, "{got_maps:?}");
+        }
+        assert_eq!(fused.scores, vec![0.5, 0.75]);
+        let components = BTreeMap::from([("det".to_string(), vec![1.0, 3.0]), ("few_det".to_string(), vec![5.0, 4.0])]);
+        let det = SetFusion::MapMix { maps: vec![], components: vec![("det".into(), 0.5), ("few_det".into(), 0.5)] };
+        let fused = fused_scores(&det, &maps, 2, &components, &BTreeMap::new()).unwrap().unwrap();
+        assert!(fused.maps.is_none());
+        assert_eq!(fused.scores, vec![0.5, 0.5]);
+        let err = fused_scores(&seg, &maps, 2, &components, &BTreeMap::new()).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("`zero`") && err.contains("none"), "{err}");
     }
 
     #[test]

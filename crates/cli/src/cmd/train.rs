@@ -49,6 +49,9 @@ pub enum TrainCommand {
     /// AdaCLIP: static and dynamic prompts, projections (batch 1, AdamW lr 0.01, 5 epochs).
     #[command(name = "ada-clip", alias = "adaclip")]
     AdaClip(TrainAdaClipArgs),
+    /// MVFA-AD: the seg and det adapters (few-shot on a class's K shots, or zero-shot on other data).
+    #[command(name = "mvfa", alias = "mvfa-ad")]
+    Mvfa(TrainMvfaArgs),
 }
 
 /// Runs `vlad train …`.
@@ -60,6 +63,7 @@ pub fn run(command: TrainCommand) -> Result<()> {
         TrainCommand::ClipAd(args) => train_clip_ad(args),
         TrainCommand::AnomalyClip(args) => train_anomaly_clip(args),
         TrainCommand::AdaClip(args) => train_ada_clip(args),
+        TrainCommand::Mvfa(args) => train_mvfa(args),
     }
 }
 
@@ -980,4 +984,238 @@ fn train_ada_clip(args: TrainAdaClipArgs) -> Result<()> {
     let mut progress = EpochProgress { bar: None };
     let summary = ada_train(&clip, &index, split, &samples, validation.as_deref(), &options, &args.data.out, args.run.force, &mut progress)?;
     finish_run(&mut progress, &summary, &args.data.out, started, "ada-clip")
+}
+
+// ------------------------------------------------------------------------------------------------
+// MVFA-AD
+
+/// `--protocol` of `vlad train mvfa`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MvfaProtocolChoice {
+    /// `train_few.py`: K anomalous + K normal shots of one class, 11 augmentations each.
+    FewShot,
+    /// `train_zero.py`: every image of the training split (other datasets than the target).
+    ZeroShot,
+}
+
+/// `--det-loss` of `vlad train mvfa`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MvfaDetLossChoice {
+    /// `BCEWithLogitsLoss` on the mean patch probability, as the official code (never reaches 0).
+    Official,
+    /// `BCELoss` on the probability.
+    Corrected,
+}
+
+/// `vlad train mvfa`. The official runs: few-shot `train_few.py` (50 epochs, Adam lr 1e-3, betas
+/// (0.5, 0.999), seed 111, input 240, the K shots of `dataset/fewshot_seed/<obj>/<K>-shot.txt`,
+/// scored on the target's test split after every epoch, the first best kept); zero-shot
+/// `train_zero.py` (lr 1e-4, the other datasets' images, scored 5 times an epoch, ties replace).
+/// By default vlad scores on held-out data: few-shot the rest of the shot pool (or `--val-data`),
+/// zero-shot `--val-data`; `--select-on-target-test` is the official choice (it selects on the
+/// data it then reports).
+#[derive(clap::Args, Debug)]
+pub struct TrainMvfaArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: TrainData,
+    /// The protocol.
+    #[arg(long, value_enum, default_value_t = MvfaProtocolChoice::FewShot)]
+    pub protocol: MvfaProtocolChoice,
+    /// Few-shot: K anomalous and K normal shots of the class (official 2, 4, 8, 16).
+    #[arg(long, default_value_t = 4)]
+    pub shots: usize,
+    /// Few-shot: the split the shots are drawn from (seeded) when no `--seed-list` is given (BMAD's
+    /// `valid` is indexed as `train`; MVTec-style layouts keep anomalies in `test`).
+    #[arg(long, default_value = "train")]
+    pub shots_split: String,
+    /// Few-shot: an MVFA seed list (`fewshot_seed/<obj>/<K>-shot.txt`) naming the shots.
+    #[arg(long)]
+    pub seed_list: Option<PathBuf>,
+    /// Few-shot: the seed list's iteration (`--iterate`).
+    #[arg(long, default_value_t = 0)]
+    pub iterate: usize,
+    /// Epochs (official 50).
+    #[arg(long, default_value_t = 50)]
+    pub epochs: usize,
+    /// Learning rate (default: the protocol's, few-shot 1e-3, zero-shot 1e-4).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed of initialisation, shot drawing and shuffling (official 111).
+    #[arg(long, default_value_t = 111)]
+    pub seed: u64,
+    /// Input side (official 240).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// The image loss.
+    #[arg(long, value_enum, default_value_t = MvfaDetLossChoice::Official)]
+    pub det_loss: MvfaDetLossChoice,
+    /// Score on the training dataset's own test split of the class (the official few-shot model
+    /// selection; for the official zero-shot one pass the target dataset as `--val-data`).
+    #[arg(long)]
+    pub select_on_target_test: bool,
+    /// Images per forward pass when scoring.
+    #[arg(long, default_value_t = 8)]
+    pub eval_batch_size: usize,
+    /// Keep the backbone's activation and positional rule (default: exact GELU and rule A).
+    #[arg(long)]
+    pub keep_activation: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+impl vlad_detect::mvfa::train::MvfaObserver for EpochProgress {
+    fn on_selection(&mut self, selection: &vlad_detect::mvfa::train::Selection, best: bool) {
+        let parts: Vec<String> = selection
+            .classes
+            .iter()
+            .map(|c| format!("{} pixel AUROC {} image AUROC {}", c.class_name, pct(c.pixel_auroc), pct(c.image_auroc)))
+            .collect();
+        let line = format!("  score (epoch {}, step {}): {:.4}{} — {}", selection.epoch, selection.step, selection.score, if best { " (best so far)" } else { "" }, parts.join("; "));
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+fn split_arg(value: &str, flag: &str) -> Result<Split> {
+    match value {
+        "test" => Ok(Split::Test),
+        "train" => Ok(Split::Train),
+        other => bail!("{flag}: expected `test` or `train`, got `{other}`"),
+    }
+}
+
+fn train_mvfa(args: TrainMvfaArgs) -> Result<()> {
+    use vlad_detect::mvfa::MvfaConfig;
+    use vlad_detect::mvfa::train::{DetLoss, Protocol, SelectionData, TrainOptions as MvfaTrainOptions, TrainSet, few_shot_images, train as mvfa_train};
+    let started = Instant::now();
+    let index = args.data.open()?;
+    let device = args.model.device()?;
+    let mut clip = args.model.load(&device)?;
+    if !args.keep_activation {
+        clip = clip.with_activation(Activation::Gelu);
+        clip.visual.pos_resize = PosEmbedResize::AntialiasBicubic;
+    }
+    let mut config = MvfaConfig::for_backbone(&clip.config);
+    if let Some(size) = args.image_size {
+        config.image_size = size;
+    }
+    let protocol = match args.protocol {
+        MvfaProtocolChoice::FewShot => Protocol::FewShot,
+        MvfaProtocolChoice::ZeroShot => Protocol::ZeroShot,
+    };
+    let mut options = MvfaTrainOptions::official(config, protocol);
+    options.epochs = args.epochs;
+    options.seed = args.seed;
+    options.max_steps_per_epoch = args.run.max_steps;
+    options.eval_batch_size = args.eval_batch_size.max(1);
+    options.det_loss = match args.det_loss {
+        MvfaDetLossChoice::Official => DetLoss::Official,
+        MvfaDetLossChoice::Corrected => DetLoss::Corrected,
+    };
+    if let Some(lr) = args.lr {
+        options.lr = lr;
+    }
+    let s = options.config.image_size;
+    let validation = args.run.val_data.as_deref().map(|root| open_validation(root, args.run.val_classes.as_deref())).transpose()?;
+    let mut progress = EpochProgress { bar: None };
+    let summary = match protocol {
+        Protocol::FewShot => {
+            let classes = index.classes();
+            let [class] = classes.as_slice() else {
+                bail!("MVFA few-shot trains one class at a time: {} has {} ({}); pick one with --classes", args.data.dataset.data.display(), classes.len(), classes.join(", "));
+            };
+            let class = class.to_string();
+            let (abnormal, normal) = match &args.seed_list {
+                Some(list) => {
+                    let text = std::fs::read_to_string(list).with_context(|| format!("reading the seed list {}", list.display()))?;
+                    let seeds = vlad_data::readers::parse_fewshot_seed(&text, list)?;
+                    vlad_data::readers::fewshot_samples(&index, &class, &seeds, args.iterate, list)?
+                }
+                None => {
+                    let split = split_arg(&args.shots_split, "--shots-split")?;
+                    let shots = vlad_data::sample_class(&index, &class, split, args.shots, args.shots, args.seed, vlad_data::Replacement::Without)
+                        .with_context(|| format!("drawing {} anomalous and {} normal shots of {class:?} from its {} split (pass --shots-split or --seed-list)", args.shots, args.shots, split.as_str()))?;
+                    (shots.anomalous, shots.normal)
+                }
+            };
+            if let Some(missing) = abnormal.iter().find(|x| x.mask_path.is_none()) {
+                bail!("{}: an anomalous shot without a mask (MVFA's seg loss needs one)", missing.image_path.display());
+            }
+            // Selection: the official target test split, else --val-data, else the rest of the pool.
+            let chosen: std::collections::BTreeSet<&Path> = abnormal.iter().chain(&normal).map(|x| x.image_path.as_path()).collect();
+            let (samples, shots_for_memory, source): (Vec<Sample>, Vec<Sample>, String) = if args.select_on_target_test {
+                let test: Vec<Sample> = index.split(Split::Test).filter(|x| x.class_name == class).cloned().collect();
+                (test, normal.clone(), format!("the test split of {} (official: the reported data selects the model)", args.data.dataset.data.display()))
+            } else if let Some(val) = &validation {
+                let root = args.run.val_data.as_deref().expect("validation comes from --val-data");
+                let val_index = vlad_data::open_dataset(root, &OpenOptions { format: FormatChoice::Auto, metadata: None, visa_split_csv: None })?;
+                let memory = vlad_data::reference_shots(&val_index, &class, args.shots, args.seed, vlad_data::Replacement::Without)
+                    .with_context(|| format!("{}: normal shots of {class:?} for the selection memory", root.display()))?;
+                (val.iter().filter(|x| x.class_name == class).cloned().collect(), memory, format!("{} (held out; memory from its train split)", root.display()))
+            } else {
+                let split = if args.seed_list.is_some() { Split::Train } else { split_arg(&args.shots_split, "--shots-split")? };
+                let rest: Vec<Sample> = index.split(split).filter(|x| x.class_name == class && !chosen.contains(x.image_path.as_path())).cloned().collect();
+                (rest, normal.clone(), format!("the {} images of the {} pool that are not shots (held out)", class, split.as_str()))
+            };
+            let both = samples.iter().any(|x| x.label == Label::Anomalous) && samples.iter().any(|x| x.label == Label::Normal);
+            let selection_samples = if both { Some(samples) } else {
+                eprintln!("note: no model selection ({source} lacks normal or anomalous images); the last epoch is the result");
+                None
+            };
+            let images = few_shot_images(&abnormal, &normal, s, &device)?;
+            eprintln!(
+                "training MVFA few-shot on {class:?}: {} anomalous + {} normal shots → {} augmented images, input {s}, taps {:?}, backbone {}; selection on {}",
+                abnormal.len(),
+                normal.len(),
+                images.len(),
+                options.config.taps,
+                clip.config.name,
+                if selection_samples.is_some() { source.as_str() } else { "nothing" }
+            );
+            let data = selection_samples.as_ref().map(|samples| SelectionData { samples, normal_shots: Some(&shots_for_memory) });
+            mvfa_train(&clip, TrainSet::InMemory(images), data.as_ref(), &options, &args.data.out, args.run.force, &mut progress)?
+        }
+        Protocol::ZeroShot => {
+            if args.select_on_target_test {
+                bail!("--select-on-target-test is the few-shot protocol's; the official zero-shot run selects on the target's test split: pass the target dataset as --val-data");
+            }
+            let split = args.data.split()?;
+            let samples: Vec<Sample> = index.split(split).cloned().collect();
+            if samples.is_empty() {
+                bail!("{}: no {} images to train on", args.data.dataset.data.display(), split.as_str());
+            }
+            if validation.is_none() {
+                eprintln!("note: no --val-data, so no model selection; the last checkpoint is the result");
+            }
+            eprintln!(
+                "training MVFA zero-shot on {} images of {} class(es) from {}, input {s}, taps {:?}, backbone {}",
+                samples.len(),
+                index.classes().len(),
+                args.data.dataset.data.display(),
+                options.config.taps,
+                clip.config.name
+            );
+            let data = validation.as_ref().map(|samples| SelectionData { samples, normal_shots: None });
+            mvfa_train(&clip, TrainSet::Files(&samples), data.as_ref(), &options, &args.data.out, args.run.force, &mut progress)?
+        }
+    };
+    if let Some(bar) = progress.bar.take() {
+        bar.finish();
+    }
+    std::fs::write(args.data.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
+    if let Some(best) = &summary.best {
+        eprintln!("best score {:.4} at epoch {} step {}", best.score, best.epoch, best.step);
+    }
+    let shots = if protocol == Protocol::FewShot { format!(" --shots {}", args.shots) } else { String::new() };
+    eprintln!(
+        "done in {:.0} s; checkpoint {} (use: vlad eval --detector mvfa --checkpoint {}{shots} …)",
+        started.elapsed().as_secs_f64(),
+        summary.checkpoint.display(),
+        summary.checkpoint.display()
+    );
+    Ok(())
 }

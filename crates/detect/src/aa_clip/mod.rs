@@ -409,7 +409,7 @@ impl Detector for AaClip {
                 Domain::Medical => map.clone().reshape([b, s * s]).max_dim(1).reshape([b]),
             },
         };
-        Ok(Detection { image_score, map, patch_map, components: vec![("det".to_string(), det)] })
+        Ok(Detection { image_score, map, patch_map, map_components: vec![], components: vec![("det".to_string(), det)] })
     }
 
     fn set_fusion(&self) -> SetFusion {

@@ -520,7 +520,7 @@ impl AdaClip {
             scores.push(softmax(logits, 1).narrow(1, 1, 1).reshape([1]));
         }
         let image_score = Tensor::cat(scores, 0);
-        Ok(Detection { image_score: image_score.clone(), map: pending.map, patch_map: pending.patch_map, components: vec![("hsf".into(), image_score)] })
+        Ok(Detection { image_score: image_score.clone(), map: pending.map, patch_map: pending.patch_map, map_components: vec![], components: vec![("hsf".into(), image_score)] })
     }
 }
 

@@ -351,6 +351,6 @@ impl Detector for AnomalyClip {
         if let Some(sigma) = self.config.sigma {
             map = apply_square(map, &AxisMap::gaussian_scipy(s, sigma, 4.0));
         }
-        Ok(Detection { image_score: image_score.clone(), map, patch_map: patch_map.expect("at least one tap"), components: vec![("text".into(), image_score)] })
+        Ok(Detection { image_score: image_score.clone(), map, patch_map: patch_map.expect("at least one tap"), map_components: vec![], components: vec![("text".into(), image_score)] })
     }
 }

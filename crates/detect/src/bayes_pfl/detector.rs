@@ -431,6 +431,7 @@ impl Detector for BayesPfl {
             image_score,
             map: out.smoothed,
             patch_map: out.patch_map,
+            map_components: vec![],
             components: vec![("text".into(), out.s_text), ("map_topk".into(), out.s_map)],
         })
     }

@@ -306,7 +306,7 @@ impl Detector for ClipAd {
         }
         let s_map = map.clone().reshape([b, s * s]).max_dim(1).reshape([b]);
         let image_score = s_text.clone() + s_map;
-        Ok(Detection { image_score, map, patch_map, components: vec![("text".into(), s_text)] })
+        Ok(Detection { image_score, map, patch_map, map_components: vec![], components: vec![("text".into(), s_text)] })
     }
 
     /// `minmax(s_text) + minmax(max map)` over the class's test set (`util/metrics.py`).

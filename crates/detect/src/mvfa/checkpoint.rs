@@ -93,3 +93,9 @@ fn metadata(config: &MvfaConfig) -> BTreeMap<String, String> {
 pub fn to_bytes(adapters: &MvfaAdapters, config: &MvfaConfig) -> Result<Vec<u8>, DetectError> {
     crate::checkpoint_io::safetensors_bytes(&tensors(adapters)?, &metadata(config))
 }
+
+/// Writes [`to_bytes`] to `path`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn save(path: &std::path::Path, adapters: &MvfaAdapters, config: &MvfaConfig) -> Result<(), DetectError> {
+    crate::checkpoint_io::write_safetensors(path, &tensors(adapters)?, &metadata(config))
+}

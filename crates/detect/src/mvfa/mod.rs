@@ -18,7 +18,18 @@
 //!   official test min–max normalises both over the test set ([`Detector::set_fusion`]); the
 //!   single-image score is the raw sum.
 //!
-//! Few-shot (the memory bank of augmented normal shots) and training are not implemented yet.
+//!
+//! **Few-shot** (`test_few.py`, [`Detector::fit_reference`]): the K normal shots are augmented 11
+//! ways ([`augment`]); every token (CLS included, audit M2) of every augmented shot, per tap and
+//! per head, forms a memory, normalised with `cos_sim`'s norm clamp 1e-8. A query's few-shot map
+//! is `Σ_taps up_ac(min_memory(1 − cos(patch, memory)))` at S. The head follows `CLASS_INDEX`
+//! ([`MvfaHead::for_class`]): the **segmentation** head (Brain, Liver, Retina_RESC) reports
+//! `max(mm(zero) / 2 + mm(few) / 2)` over the set, the **classification** head (Retina_OCT2017,
+//! Chest, Histopathology) `mm(det) / 2 + mm(few_det) / 2` with `few_det` the mean of the few-shot
+//! map ([`SetFusion::MapMix`]). The single-image map is the raw `zero + few`; the single-image
+//! score its maximum (segmentation head) or `det + few_det` (classification head).
+//!
+//! Training (`train_zero.py`, `train_few.py`): [`train`].
 use std::cell::RefCell;
 
 use burn::module::Module;
@@ -33,7 +44,10 @@ use crate::postprocess::{AxisMap, apply_square, tokens_to_grid};
 use crate::prompts::l2_normalize;
 use crate::{DetectError, Detection, Detector, MapRange, MapStatistic, SetFusion};
 
+pub mod augment;
 pub mod checkpoint;
+#[cfg(feature = "train")]
+pub mod train;
 
 /// The logit scale of maps and scores.
 pub const LOGIT_SCALE: f64 = 100.0;
@@ -55,6 +69,47 @@ pub fn real_name(class_name: &str) -> &str {
         "Histopathology" => "histopathological image",
         other => other,
     }
+}
+
+/// `cos_sim`'s clamp of the norms.
+pub const COS_EPS: f64 = 1e-8;
+
+/// Which adapters score an image in few-shot mode (`CLASS_INDEX` of `test_few.py`: positive =
+/// segmentation, negative = classification).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MvfaHead {
+    /// The `seg` adapters: maps, image score from the fused map.
+    Segmentation,
+    /// The `det` adapters: image scores only.
+    Classification,
+}
+
+impl MvfaHead {
+    /// `CLASS_INDEX`: Brain, Liver, Retina_RESC segment; Retina_OCT2017, Chest, Histopathology
+    /// classify; any other class segments.
+    pub fn for_class(class_name: &str) -> Self {
+        match class_name {
+            "Retina_OCT2017" | "Chest" | "Histopathology" => Self::Classification,
+            _ => Self::Segmentation,
+        }
+    }
+}
+
+/// The few-shot memory: per tap the normalised tokens `[M, bottleneck]` of every augmented shot.
+#[derive(Debug, Clone)]
+pub struct MvfaMemory {
+    /// `seg` med tokens per tap.
+    pub seg: Vec<Tensor<2>>,
+    /// `det` med tokens per tap.
+    pub det: Vec<Tensor<2>>,
+    /// The number of (unaugmented) shots.
+    pub shots: usize,
+}
+
+/// `a / clamp(‖a‖, 1e-8)` over the last axis.
+fn cos_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(COS_EPS);
+    x / norm
 }
 
 /// The shape of an MVFA model.
@@ -147,6 +202,8 @@ struct StreamAdapters<'a> {
 impl BlockHook for StreamAdapters<'_> {
     fn after_block(&self, block: usize, x: Tensor<3>) -> Tensor<3> {
         let Some(i) = self.taps.iter().position(|&t| t == block) else { return x };
+        // Training: the stream joins the adapters' graph at the first tap.
+        let x = if self.adapters.seg[i].fc1.weight.val().is_autodiff() && !x.is_autodiff() { x.autodiff() } else { x };
         let (seg_med, seg_out) = self.adapters.seg[i].forward(x.clone());
         let (det_med, det_out) = self.adapters.det[i].forward(x.clone());
         self.meds.borrow_mut().push((seg_med, det_med));
@@ -188,6 +245,10 @@ pub struct MvfaOptions {
     pub image_size: Option<usize>,
     /// Keep the backbone's activation and positional rule (default: exact GELU and rule A).
     pub keep_backbone_settings: bool,
+    /// The few-shot head (default: by class name, [`MvfaHead::for_class`]).
+    pub head: Option<MvfaHead>,
+    /// Images per forward pass when building the few-shot memory (default 8).
+    pub memory_batch: Option<usize>,
 }
 
 /// The MVFA-AD zero-shot detector.
@@ -197,6 +258,9 @@ pub struct Mvfa {
     config: MvfaConfig,
     tokenizer: ClipTokenizer,
     text: Option<Tensor<2>>,
+    options: MvfaOptions,
+    head: MvfaHead,
+    memory: Option<MvfaMemory>,
 }
 
 impl Mvfa {
@@ -210,7 +274,8 @@ impl Mvfa {
             config.image_size = size;
         }
         config.validate(&model.config)?;
-        Ok(Self { model, adapters, config, tokenizer: ClipTokenizer::openai()?, text: None })
+        let head = options.head.unwrap_or(MvfaHead::Segmentation);
+        Ok(Self { model, adapters, config, tokenizer: ClipTokenizer::openai()?, text: None, options, head, memory: None })
     }
 
     /// [`Mvfa::new`] from loaded weights.
@@ -231,6 +296,36 @@ impl Mvfa {
     /// The configuration.
     pub fn config(&self) -> &MvfaConfig {
         &self.config
+    }
+
+    /// The few-shot head of the current class.
+    pub fn head(&self) -> MvfaHead {
+        self.head
+    }
+
+    /// The few-shot memory, once references are fitted.
+    pub fn memory(&self) -> Option<&MvfaMemory> {
+        self.memory.as_ref()
+    }
+
+    /// The few-shot map `[B, S, S]` and its patch-grid sum `[B, G, G]` of query tokens per tap
+    /// against a memory per tap.
+    fn few_shot_maps(&self, tokens: &[Tensor<3>], memory: &[Tensor<2>]) -> (Tensor<3>, Tensor<3>) {
+        let s = self.config.image_size;
+        let up = AxisMap::bilinear(self.grid(), s, true);
+        let (mut map, mut patch_map): (Option<Tensor<3>>, Option<Tensor<3>>) = (None, None);
+        for (t, mem) in tokens.iter().zip(memory) {
+            let [b, n, e] = t.dims();
+            let g = self.grid();
+            let query = cos_normalize(t.clone().slice([0..b, 1..n, 0..e]).reshape([b * (n - 1), e]));
+            // min over the memory of (1 − cos) = 1 − max cos (1 − x is monotone: the same floats).
+            let nearest = query.matmul(mem.clone().transpose()).max_dim(1).reshape([b, n - 1]);
+            let grid = tokens_to_grid(nearest.neg().add_scalar(1.0), g);
+            let up_map = apply_square(grid.clone(), &up);
+            map = Some(map.map_or(up_map.clone(), |m| m + up_map));
+            patch_map = Some(patch_map.map_or(grid.clone(), |m| m + grid));
+        }
+        (map.expect("at least one tap"), patch_map.expect("at least one tap"))
     }
 
     /// The text prototypes `[2, E]` of the current class.
@@ -261,6 +356,35 @@ impl Detector for Mvfa {
     /// names; other names are used as they are.
     fn set_class(&mut self, name: &str) -> Result<(), DetectError> {
         self.text = Some(crate::vand::text_prototypes(&self.model, &self.tokenizer, real_name(name))?);
+        self.head = self.options.head.unwrap_or_else(|| MvfaHead::for_class(name));
+        // The memory belongs to the previous class.
+        self.memory = None;
+        Ok(())
+    }
+
+    /// `test_few.py`'s memory: the references augmented 11 ways, every token per tap and head.
+    fn fit_reference(&mut self, normal: Tensor<4>) -> Result<(), DetectError> {
+        let [k, c, h, w] = normal.dims();
+        let s = self.config.image_size;
+        if k == 0 || c != 3 || h != s || w != s {
+            return Err(DetectError::Invalid(format!("MVFA reference images must be [K ≥ 1, 3, {s}, {s}], got [{k}, {c}, {h}, {w}]")));
+        }
+        let augmented = augment::augment(normal);
+        let total = k * augment::AUGMENTED_PER_SHOT;
+        let chunk = self.options.memory_batch.unwrap_or(8).max(1);
+        let taps = self.config.taps.len();
+        let (mut seg, mut det): (Vec<Vec<Tensor<2>>>, Vec<Vec<Tensor<2>>>) = (vec![Vec::new(); taps], vec![Vec::new(); taps]);
+        for start in (0..total).step_by(chunk) {
+            let end = (start + chunk).min(total);
+            let features = image_features(&self.model, &self.adapters, &self.config, augmented.clone().slice([start..end, 0..3, 0..s, 0..s]))?;
+            for (i, (sg, dt)) in features.seg.into_iter().zip(features.det).enumerate() {
+                let [b, n, e] = sg.dims();
+                seg[i].push(cos_normalize(sg.reshape([b * n, e])));
+                det[i].push(cos_normalize(dt.reshape([b * n, e])));
+            }
+        }
+        let cat = |parts: Vec<Vec<Tensor<2>>>| parts.into_iter().map(|p| Tensor::cat(p, 0)).collect();
+        self.memory = Some(MvfaMemory { seg: cat(seg), det: cat(det), shots: k });
         Ok(())
     }
 
@@ -290,12 +414,39 @@ impl Detector for Mvfa {
             score = Some(score.map_or(prob.clone(), |s| s + prob));
         }
         let score = score.expect("at least one tap");
-        Ok(Detection { image_score: score.clone(), map: map.expect("at least one tap"), patch_map: patch_map.expect("at least one tap"), components: vec![("det".into(), score)] })
+        let (map, patch_map) = (map.expect("at least one tap"), patch_map.expect("at least one tap"));
+        let Some(memory) = &self.memory else {
+            return Ok(Detection { image_score: score.clone(), map, patch_map, map_components: vec![], components: vec![("det".into(), score)] });
+        };
+        let (few, few_patch) = match self.head {
+            MvfaHead::Segmentation => self.few_shot_maps(&features.seg, &memory.seg),
+            MvfaHead::Classification => self.few_shot_maps(&features.det, &memory.det),
+        };
+        let few_det = few.clone().reshape([b, s * s]).mean_dim(1).reshape([b]);
+        let image_score = match self.head {
+            MvfaHead::Segmentation => (map.clone() + few.clone()).reshape([b, s * s]).max_dim(1).reshape([b]),
+            MvfaHead::Classification => score.clone() + few_det.clone(),
+        };
+        Ok(Detection {
+            image_score,
+            map: map.clone() + few.clone(),
+            patch_map: patch_map + few_patch,
+            map_components: vec![("zero".into(), map), ("few".into(), few)],
+            components: vec![("det".into(), score), ("few_det".into(), few_det)],
+        })
     }
 
     /// `test_zero.py`: the image scores min–max normalised over the test set (the maps too, which
-    /// does not change pixel AUROC).
+    /// does not change pixel AUROC). `test_few.py`: the zero- and few-shot maps (segmentation
+    /// head) or scores (classification head) min–max normalised over the set and averaged.
     fn set_fusion(&self) -> SetFusion {
+        if self.memory.is_some() {
+            let half = |name: &str| (name.to_string(), 0.5f32);
+            return match self.head {
+                MvfaHead::Segmentation => SetFusion::MapMix { maps: vec![half("zero"), half("few")], components: vec![] },
+                MvfaHead::Classification => SetFusion::MapMix { maps: vec![], components: vec![half("det"), half("few_det")] },
+            };
+        }
         SetFusion::MinMax { component: Some("det".into()), map_weight: 0.0, component_weight: 1.0, statistic: MapStatistic::Max, map_range: MapRange::Statistics, normalize_component: true }
     }
 }

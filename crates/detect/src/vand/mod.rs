@@ -383,7 +383,7 @@ impl Detector for Vand {
         } else {
             text_score.clone()
         };
-        Ok(Detection { image_score, map, patch_map, components: vec![("text".into(), text_score)] })
+        Ok(Detection { image_score, map, patch_map, map_components: vec![], components: vec![("text".into(), text_score)] })
     }
 
     /// Builds the memory: the raw tokens (CLS dropped) of the few-shot taps of `[K, 3, S, S]`

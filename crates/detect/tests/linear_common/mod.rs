@@ -105,3 +105,17 @@ pub fn subsample(maps: &[f32], s: usize, offset: usize, step: usize) -> Vec<f32>
 pub fn maxima(maps: &[f32], len: usize) -> Vec<f32> {
     maps.chunks(len).map(|m| m.iter().copied().fold(f32::NEG_INFINITY, f32::max)).collect()
 }
+
+/// The MVFA-AD detector of `tools/fixtures/mvfa.py`: its hash backbone, the adapters.pth it ran
+/// the official code with (taps 6/12/18/24, bottleneck 32), input 24, class Brain.
+pub fn mvfa_detector() -> vlad_detect::mvfa::Mvfa {
+    use vlad_detect::Detector;
+    use vlad_detect::mvfa::{Mvfa, MvfaOptions, checkpoint};
+    let device = crate::common::device();
+    let model = hash_backbone(&json("mvfa", "config.json"), &device);
+    let weights = checkpoint::load_weight_file(&checkpoint::open(&fixture("mvfa", "adapters.pth")).unwrap(), &model.config, &device).unwrap();
+    assert_eq!((weights.config.taps.clone(), weights.config.bottleneck), (vec![6, 12, 18, 24], 32));
+    let mut mvfa = Mvfa::from_weights(model, weights, MvfaOptions { image_size: Some(24), ..Default::default() }).unwrap();
+    mvfa.set_class("Brain").unwrap();
+    mvfa
+}
